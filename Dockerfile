@@ -1,0 +1,16 @@
+# The app image: daphne serving config.asgi on port 8000. Runs behind deploy/nginx.conf.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /app
+
+COPY requirements.txt .
+RUN pip install -r requirements.txt
+
+COPY . .
+RUN DEBUG=1 python manage.py collectstatic --noinput \
+    && useradd --system --uid 1001 app && mkdir -p /app/var && chown -R app /app/var
+USER app
+
+EXPOSE 8000
+CMD ["daphne", "--bind", "0.0.0.0", "--port", "8000", "--proxy-headers", "config.asgi:application"]

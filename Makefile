@@ -1,0 +1,64 @@
+# The two commands of the README:
+#   make run   install everything and serve the app on http://127.0.0.1:8000 (embedded defaults)
+#   make test  install what the tests need and run the suite twice:
+#              SQLite + in-memory channel layer, then PostgreSQL + Redis
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+HOST ?= 127.0.0.1
+PORT ?= 8000
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
+PYTEST_ARGS ?=
+
+.PHONY: run test install install-dev local-model migrate test-sqlite test-postgres browser services check
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+install: $(PY)
+	$(PIP) install --quiet -r requirements.txt
+
+install-dev: $(PY)
+	$(PIP) install --quiet -r requirements-dev.txt
+
+# The offline default: the local model, unless a provider is configured in the environment.
+local-model: install
+	@if [ -z "$$OPENAI_API_KEY$$OPENAI_BASE_URL$$AGENTS_MODEL_PROVIDER" ]; then \
+		$(PY) manage.py local_model install; \
+	else echo "local-model: a provider is configured; skipping the local model"; fi
+
+migrate: install
+	$(PY) manage.py migrate --noinput
+
+run: install local-model migrate
+	$(PY) manage.py recover_runs
+	$(PY) manage.py ensure_demo_user
+	@echo "Serving on http://$(HOST):$(PORT)/  (Ctrl+C to stop)"
+	$(PY) manage.py runserver $(HOST):$(PORT)
+
+browser:
+	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian's chromium for browser tests"; \
+		apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; }
+
+services:
+	./scripts/services.sh
+
+check: install-dev
+	$(PY) manage.py makemigrations --check --dry-run
+	$(PY) manage.py check
+
+test-sqlite: install-dev browser
+	env -u DATABASE_URL -u REDIS_URL $(PY) -m pytest $(PYTEST_ARGS)
+
+test-postgres: install-dev browser services
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest $(PYTEST_ARGS)
+
+test: check
+	@echo "=== SQLite + in-memory channel layer ==="
+	$(MAKE) --no-print-directory test-sqlite
+	@echo "=== PostgreSQL + Redis ==="
+	$(MAKE) --no-print-directory test-postgres
+

@@ -1,0 +1,70 @@
+"""The agents users can pick. Adding one is a module in `agents_app/catalog/` plus one line
+in `_MODULES` below."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from agents import Agent, Handoff
+
+_MODULES = [
+    "agents_app.catalog.assistant",
+]
+
+
+class UnknownAgent(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    key: str  # stored on conversations; never change it once users have conversations
+    title: str  # shown in the picker
+    description: str
+    agent: Agent
+    max_turns: int = 8
+    workflow_name: str = ""
+
+    def agents(self) -> Iterator[Agent]:
+        """Every agent reachable from the starting one through handoffs."""
+        seen: set[int] = set()
+        pending = [self.agent]
+        while pending:
+            current = pending.pop(0)
+            if id(current) in seen:
+                continue
+            seen.add(id(current))
+            yield current
+            for handoff in current.handoffs:
+                # `handoff(agent)` objects keep only a weak reference to their target.
+                ref = getattr(handoff, "_agent_ref", None)
+                target = handoff if isinstance(handoff, Agent) else (ref() if ref else None)
+                if isinstance(target, Agent):
+                    pending.append(target)
+
+    def agent_named(self, name: str) -> Agent:
+        """The agent a conversation continues with (the one that answered last)."""
+        return next((candidate for candidate in self.agents() if candidate.name == name), self.agent)
+
+
+@functools.cache
+def _specs() -> dict[str, AgentSpec]:
+    specs = [importlib.import_module(module).spec for module in _MODULES]
+    return {spec.key: spec for spec in specs}
+
+
+def all_specs() -> list[AgentSpec]:
+    return list(_specs().values())
+
+
+def get_spec(key: str) -> AgentSpec:
+    try:
+        return _specs()[key]
+    except KeyError:
+        raise UnknownAgent(key) from None
+
+
+__all__ = ["AgentSpec", "Handoff", "UnknownAgent", "all_specs", "get_spec"]

@@ -1,0 +1,177 @@
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q, Sum
+from django.utils import timezone
+
+
+class ConversationQuerySet(models.QuerySet):
+    def for_user(self, user) -> "ConversationQuerySet":
+        if not user.is_authenticated:
+            return self.none()
+        return self.filter(owner=user)
+
+    def with_usage(self) -> "ConversationQuerySet":
+        return self.annotate(
+            total_tokens_sum=Sum("messages__total_tokens"),
+            cost_sum=Sum("messages__cost"),
+        )
+
+
+class Conversation(models.Model):
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
+    agent_key = models.CharField(max_length=64)
+    title = models.CharField(max_length=200, blank=True)
+    # The agent that answered last: after a handoff the next turn continues with it.
+    current_agent_name = models.CharField(max_length=128, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    objects = ConversationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-updated_at"]
+
+    def __str__(self) -> str:
+        return self.title or f"Conversation {self.public_id}"
+
+    @property
+    def session_id(self) -> str:
+        """The id of this conversation's SDK memory (`agents_app.session.DjangoSession`)."""
+        return f"conversation-{self.public_id}"
+
+    @property
+    def group_name(self) -> str:
+        """Channel-layer group every socket watching this conversation joins."""
+        return f"conversation.{self.public_id}"
+
+
+class MessageQuerySet(models.QuerySet):
+    def for_user(self, user) -> "MessageQuerySet":
+        if not user.is_authenticated:
+            return self.none()
+        return self.filter(conversation__owner=user)
+
+    def assistant(self) -> "MessageQuerySet":
+        return self.filter(role=Message.Role.ASSISTANT)
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        USER = "user"
+        ASSISTANT = "assistant"
+
+    class Status(models.TextChoices):
+        STREAMING = "streaming"
+        COMPLETED = "completed"
+        CANCELLED = "cancelled"
+        FAILED = "failed"
+        BLOCKED = "blocked"
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    run = models.ForeignKey("chat.Run", on_delete=models.SET_NULL, null=True, blank=True, related_name="messages")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    content = models.TextField(blank=True)
+    agent_name = models.CharField(max_length=128, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETED, db_index=True)
+    error = models.TextField(blank=True)
+    # Tool calls and handoffs of an assistant reply, in order, as shown live:
+    # [{"kind": "tool", "call_id", "name", "arguments", "agent", "output", "status"}, ...]
+    activity = models.JSONField(default=list, blank=True)
+    # Structured final output (a card), when the agent has an output type.
+    structured = models.JSONField(null=True, blank=True)
+
+    model = models.CharField(max_length=128, blank=True)
+    requests = models.PositiveIntegerField(default=0)
+    input_tokens = models.PositiveIntegerField(default=0)
+    cached_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    reasoning_tokens = models.PositiveIntegerField(default=0)
+    total_tokens = models.PositiveIntegerField(default=0)
+    # None means "unknown" (a model missing from the pricing table), never "free".
+    cost = models.DecimalField(max_digits=14, decimal_places=8, null=True, blank=True)
+    time_to_first_token_ms = models.PositiveIntegerField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = MessageQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.role}: {self.content[:60]}"
+
+
+class RunQuerySet(models.QuerySet):
+    def active(self) -> "RunQuerySet":
+        return self.filter(status__in=Run.ACTIVE_STATUSES)
+
+    def stale(self, *, now=None) -> "RunQuerySet":
+        """Active runs whose process stopped beating: it died or lost its database."""
+        now = now or timezone.now()
+        cutoff = now - timedelta(seconds=settings.RUN_STALE_AFTER_SECONDS)
+        return self.active().filter(heartbeat_at__lt=cutoff).exclude(status=Run.Status.AWAITING_APPROVAL)
+
+    def for_user(self, user) -> "RunQuerySet":
+        if not user.is_authenticated:
+            return self.none()
+        return self.filter(conversation__owner=user)
+
+
+class Run(models.Model):
+    """One agent run. While active, it is the conversation's lock (see the constraint)."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        AWAITING_APPROVAL = "awaiting_approval"
+        COMPLETED = "completed"
+        CANCELLED = "cancelled"
+        FAILED = "failed"
+        BLOCKED = "blocked"
+        INTERRUPTED = "interrupted"
+
+    ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING, Status.AWAITING_APPROVAL)
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="runs")
+    agent_name = models.CharField(max_length=128, blank=True)
+    status = models.CharField(max_length=24, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    error = models.TextField(blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    # Where to reach the process executing this run (a channel-layer channel name).
+    control_channel = models.CharField(max_length=200, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    # Id of the newest SDK item before this run: the point a blocked run rolls back to.
+    history_mark = models.BigIntegerField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(default=timezone.now)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = RunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # The cross-process lock: a second active run of a conversation cannot be inserted.
+            models.UniqueConstraint(
+                fields=["conversation"],
+                condition=Q(status__in=["queued", "running", "awaiting_approval"]),
+                name="one_active_run_per_conversation",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Run {self.public_id} ({self.status})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE_STATUSES

@@ -1,0 +1,219 @@
+"""Settings for the agents chat product.
+
+Every value comes from the environment (or a `.env` file next to manage.py) with a
+zero-configuration development default. With DEBUG off, anything that must not be
+guessed in production (secret key, hosts) fails fast instead.
+"""
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"  # git-ignored: SQLite file, local state
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env.bool("DEBUG", default=True)
+
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
+    SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production"
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
+if not ALLOWED_HOSTS:
+    raise ImproperlyConfigured("ALLOWED_HOSTS must be set when DEBUG is off.")
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    # daphne first so `runserver` serves ASGI (WebSockets included).
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "channels",
+    "allauth",
+    "allauth.account",
+    "accounts",
+    "agents_app",
+    "chat",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database: DATABASE_URL, else a SQLite file under var/ -------------------------
+VAR_DIR.mkdir(exist_ok=True)
+DATABASES = {
+    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
+}
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL + a busy timeout let the daphne process and management commands share the file.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    )
+    # Tests use a file, not shared memory, so a daphne child process can see the test data.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: REDIS_URL switches on channels-redis and the Redis cache ----------------
+REDIS_URL = env.str("REDIS_URL", default="")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1500, "expiry": 30},
+        }
+    }
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- Auth (django-allauth) --------------------------------------------------------
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
+]
+ACCOUNT_LOGIN_METHODS = {"email"}
+ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
+ACCOUNT_EMAIL_VERIFICATION = env.str("ACCOUNT_EMAIL_VERIFICATION", default="none")
+ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = False
+LOGIN_REDIRECT_URL = "chat:conversation_list"
+LOGIN_URL = "account_login"
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="agents-chat@localhost")
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(VAR_DIR / "static")))
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+# Served by the app itself (no CDN, works offline); `collectstatic` for production images.
+WHITENOISE_USE_FINDERS = True
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+if not DEBUG:
+    SESSION_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=True)
+    CSRF_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=True)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- Agents --------------------------------------------------------------------
+OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
+OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="")
+# openai | local | scripted; empty = choose: openai when a key or base URL is set, else
+# local when the local model is installed, else a page explaining how to configure one.
+AGENTS_MODEL_PROVIDER = env.str("AGENTS_MODEL_PROVIDER", default="")
+AGENTS_MODEL = env.str("AGENTS_MODEL", default="")
+AGENTS_OPENAI_API = env.str("AGENTS_OPENAI_API", default="responses")
+if AGENTS_MODEL_PROVIDER not in ("", "openai", "local", "scripted"):
+    raise ImproperlyConfigured("AGENTS_MODEL_PROVIDER must be one of: openai, local, scripted.")
+if AGENTS_OPENAI_API not in ("responses", "chat_completions"):
+    raise ImproperlyConfigured("AGENTS_OPENAI_API must be 'responses' or 'chat_completions'.")
+# Delay (seconds) between streamed chunks of the scripted model; used by demos and benches.
+AGENTS_SCRIPTED_DELAY = env.float("AGENTS_SCRIPTED_DELAY", default=0.0)
+
+# Tracing: spans go to the local database; OpenAI's exporter only with a real key.
+AGENTS_TRACE_EXPORT_OPENAI = env.bool("AGENTS_TRACE_EXPORT_OPENAI", default=bool(OPENAI_API_KEY) and not OPENAI_BASE_URL)
+
+# Whether traces keep model inputs/outputs and tool arguments (staff review needs them;
+# turn off where conversations must not be copied into traces).
+AGENTS_TRACE_SENSITIVE_DATA = env.bool("AGENTS_TRACE_SENSITIVE_DATA", default=True)
+
+# Limits for the chat socket and runs.
+CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=8000)
+CHAT_MAX_FRAME_BYTES = env.int("CHAT_MAX_FRAME_BYTES", default=64 * 1024)
+# A run whose heartbeat is older than this is considered dead (its process went away).
+RUN_HEARTBEAT_SECONDS = env.float("RUN_HEARTBEAT_SECONDS", default=5.0)
+RUN_STALE_AFTER_SECONDS = env.float("RUN_STALE_AFTER_SECONDS", default=30.0)
+
+# USD per million tokens: input, cached input, output. Unknown models get no cost.
+AGENTS_PRICING = {
+    "gpt-4.1": {"input": "2.00", "cached_input": "0.50", "output": "8.00"},
+    "gpt-4.1-mini": {"input": "0.40", "cached_input": "0.10", "output": "1.60"},
+    "gpt-4.1-nano": {"input": "0.10", "cached_input": "0.025", "output": "0.40"},
+    "gpt-4o": {"input": "2.50", "cached_input": "1.25", "output": "10.00"},
+    "gpt-4o-mini": {"input": "0.15", "cached_input": "0.075", "output": "0.60"},
+    "gpt-5": {"input": "1.25", "cached_input": "0.125", "output": "10.00"},
+    "gpt-5-mini": {"input": "0.25", "cached_input": "0.025", "output": "2.00"},
+    "gpt-5-nano": {"input": "0.05", "cached_input": "0.005", "output": "0.40"},
+    # Models that run on this machine cost nothing.
+    "local": {"input": "0", "cached_input": "0", "output": "0"},
+    "scripted": {"input": "0", "cached_input": "0", "output": "0"},
+}
+AGENTS_PRICING.update(env.json("AGENTS_PRICING_JSON", default={}))
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {
+        "openai.agents": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+    },
+}
+
+# Local model (llama.cpp): which GGUF, where the assembled file is cached, how it runs.
+AGENTS_LOCAL_MODEL = env.str("AGENTS_LOCAL_MODEL", default="1.5b")  # 1.5b | 0.5b
+AGENTS_LOCAL_CACHE_DIR = Path(env.str("AGENTS_LOCAL_CACHE_DIR", default=str(Path.home() / ".cache" / "agents-chat")))
+AGENTS_LOCAL_THREADS = env.int("AGENTS_LOCAL_THREADS", default=2)
+AGENTS_LOCAL_CONTEXT = env.int("AGENTS_LOCAL_CONTEXT", default=4096)
+
+# Model requests: retries with backoff on rate limits / server errors, and a deadline
+# (OpenAI provider only; a local request may legitimately wait in the queue).
+AGENTS_MODEL_MAX_RETRIES = env.int("AGENTS_MODEL_MAX_RETRIES", default=2)
+AGENTS_MODEL_RETRY_DELAY = env.float("AGENTS_MODEL_RETRY_DELAY", default=1.0)
+AGENTS_MODEL_TIMEOUT = env.float("AGENTS_MODEL_TIMEOUT", default=120.0)
