@@ -151,6 +151,12 @@ class Run(models.Model):
     cancel_requested = models.BooleanField(default=False)
     # Id of the newest SDK item before this run: the point a blocked run rolls back to.
     history_mark = models.BigIntegerField(null=True, blank=True)
+    # The serialised SDK RunState while the run waits for a tool approval. Server-side only:
+    # it is never sent to a client, and only state stored here is ever deserialised.
+    state = models.TextField(blank=True)
+    approval_expires_at = models.DateTimeField(null=True, blank=True)
+    # What happened, for staff review: every event of the run except text deltas.
+    events = models.JSONField(default=list, blank=True)
     heartbeat_at = models.DateTimeField(default=timezone.now)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -175,3 +181,45 @@ class Run(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in self.ACTIVE_STATUSES
+
+
+class ApprovalQuerySet(models.QuerySet):
+    def pending(self) -> "ApprovalQuerySet":
+        return self.filter(status=Approval.Status.PENDING)
+
+    def for_user(self, user) -> "ApprovalQuerySet":
+        if not user.is_authenticated:
+            return self.none()
+        return self.filter(run__conversation__owner=user)
+
+
+class Approval(models.Model):
+    """A tool call waiting for the user's decision (human in the loop)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        APPROVED = "approved"
+        REJECTED = "rejected"
+        EXPIRED = "expired"
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="approvals")
+    call_id = models.CharField(max_length=128)
+    tool_name = models.CharField(max_length=128)
+    arguments = models.JSONField(default=dict, blank=True)
+    agent_name = models.CharField(max_length=128, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
+    reason = models.TextField(blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ApprovalQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [models.UniqueConstraint(fields=["run", "call_id"], name="one_approval_per_call")]
+
+    def __str__(self) -> str:
+        return f"{self.tool_name} ({self.status})"

@@ -178,6 +178,12 @@ CHAT_MAX_FRAME_BYTES = env.int("CHAT_MAX_FRAME_BYTES", default=64 * 1024)
 RUN_HEARTBEAT_SECONDS = env.float("RUN_HEARTBEAT_SECONDS", default=5.0)
 RUN_STALE_AFTER_SECONDS = env.float("RUN_STALE_AFTER_SECONDS", default=30.0)
 
+# Tokens a user may spend per day (UTC) before runs are refused; per-user override in admin
+# (accounts.Profile). 0 disables the quota.
+AGENTS_DAILY_TOKEN_BUDGET = env.int("AGENTS_DAILY_TOKEN_BUDGET", default=200_000)
+# How long a tool call may wait for the user's approval before it expires.
+AGENTS_APPROVAL_TTL_SECONDS = env.int("AGENTS_APPROVAL_TTL_SECONDS", default=24 * 3600)
+
 # USD per million tokens: input, cached input, output. Unknown models get no cost.
 AGENTS_PRICING = {
     "gpt-4.1": {"input": "2.00", "cached_input": "0.50", "output": "8.00"},
