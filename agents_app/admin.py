@@ -87,3 +87,7 @@ class SessionItemAdmin(admin.ModelAdmin):
     @admin.display(description="Payload")
     def pretty_payload(self, obj) -> str:
         return _pretty(obj.payload)
+
+
+# Admin of the other agents_app models lives next door, one module per concern.
+from agents_app import admin_tools, admin_tracing  # noqa: E402,F401

@@ -14,49 +14,17 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import AnonymousUser
 
 from agents_app import history, providers
-from agents_app.session import DjangoSession
 from chat.models import Conversation, Message, Run
 from chat.routing import websocket_urlpatterns
-from chat.tests.factories import ConversationFactory
+from chat.tests.helpers import connect, of_type, receive_until, send_message, stored_history
 from chat.tests.scripts import streamed
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-async def connect(user) -> WebsocketCommunicator:
-    communicator = WebsocketCommunicator(URLRouter(websocket_urlpatterns), "/ws/chat/")
-    communicator.scope["user"] = user
-    connected, _ = await communicator.connect()
-    assert connected
-    return communicator
-
-
-async def receive_until(communicator: WebsocketCommunicator, kind: str, *, timeout: float = 10) -> list[dict]:
-    events = []
-    while True:
-        event = await communicator.receive_json_from(timeout=timeout)
-        events.append(event)
-        if event["type"] == kind:
-            return events
-
-
-def of_type(events: list[dict], kind: str) -> list[dict]:
-    return [e for e in events if e["type"] == kind]
-
-
 @pytest.fixture
 async def conversation(user):
     return await Conversation.objects.acreate(owner=user, agent_key="assistant", current_agent_name="Assistant")
-
-
-async def send_message(communicator, conversation, content="Hello", request_id="r1"):
-    await communicator.send_json_to(
-        {"type": "message.send", "conversation": str(conversation.public_id), "content": content, "request_id": request_id}
-    )
-
-
-async def stored_history(conversation) -> list[dict]:
-    return await DjangoSession(conversation.session_id).get_items()
 
 
 async def test_reply_streams_deltas_in_order_and_is_stored_with_usage(user, conversation, script):

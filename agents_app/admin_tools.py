@@ -1,0 +1,1 @@
+"""Admin for the seed agents' data (knowledge base, tickets, demo orders). Imported by admin.py."""

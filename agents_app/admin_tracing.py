@@ -1,0 +1,1 @@
+"""Admin for local traces, prices and usage review. Imported by admin.py."""

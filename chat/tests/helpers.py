@@ -1,0 +1,41 @@
+"""Socket helpers for tests that drive the chat consumer with WebsocketCommunicator."""
+
+from __future__ import annotations
+
+from channels.routing import URLRouter
+from channels.testing import WebsocketCommunicator
+
+from agents_app.session import DjangoSession
+from chat.routing import websocket_urlpatterns
+
+
+async def connect(user) -> WebsocketCommunicator:
+    communicator = WebsocketCommunicator(URLRouter(websocket_urlpatterns), "/ws/chat/")
+    communicator.scope["user"] = user
+    connected, _ = await communicator.connect()
+    assert connected
+    return communicator
+
+
+async def receive_until(communicator: WebsocketCommunicator, kind: str, *, timeout: float = 10) -> list[dict]:
+    """Every event up to and including the first of type `kind`."""
+    events = []
+    while True:
+        event = await communicator.receive_json_from(timeout=timeout)
+        events.append(event)
+        if event["type"] == kind:
+            return events
+
+
+def of_type(events: list[dict], kind: str) -> list[dict]:
+    return [e for e in events if e["type"] == kind]
+
+
+async def send_message(communicator, conversation, content="Hello", request_id="r1") -> None:
+    await communicator.send_json_to(
+        {"type": "message.send", "conversation": str(conversation.public_id), "content": content, "request_id": request_id}
+    )
+
+
+async def stored_history(conversation) -> list[dict]:
+    return await DjangoSession(conversation.session_id).get_items()
