@@ -34,6 +34,14 @@ def _close_worker_thread_connections():
     SyncToAsync.single_thread_executor.submit(connections.close_all).result()
 
 
+@pytest.fixture(autouse=True)
+def _no_local_traces(settings):
+    """Local traces are written by a background thread on its own connection, after the test
+    may have ended; the tests that check them (agents_app/tests/test_tracing.py) switch them
+    on and flush."""
+    settings.AGENTS_TRACE_LOCAL = False
+
+
 @pytest.fixture
 def user(db):
     from chat.tests.factories import UserFactory

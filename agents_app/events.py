@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents import StreamEvent
+from pydantic import BaseModel
 
 TOOL_OUTPUT_PREVIEW_CHARS = 4000
 # Tool outputs that start with this are failures (see agents_app.tooling.friendly_failure).
@@ -33,7 +34,10 @@ def _parse_arguments(arguments: Any) -> Any:
 
 
 def _preview(output: Any) -> str:
-    text = output if isinstance(output, str) else json.dumps(output, default=str)
+    if isinstance(output, BaseModel):
+        text = output.model_dump_json()
+    else:
+        text = output if isinstance(output, str) else json.dumps(output, default=str)
     if len(text) > TOOL_OUTPUT_PREVIEW_CHARS:
         return text[:TOOL_OUTPUT_PREVIEW_CHARS] + "…"
     return text
@@ -44,9 +48,9 @@ class StreamEventMapper:
     responses with a blank line, inside the deltas themselves, so every client renders the
     same text."""
 
-    def __init__(self, *, agent: str) -> None:
+    def __init__(self, *, agent: str, text_so_far: bool = False) -> None:
         self.agent = agent
-        self._text_so_far = False
+        self._text_so_far = text_so_far
         self._new_response = False
 
     def map(self, event: StreamEvent) -> list[dict[str, Any]]:

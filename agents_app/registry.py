@@ -12,6 +12,11 @@ from agents import Agent, Handoff
 
 _MODULES = [
     "agents_app.catalog.assistant",
+    "agents_app.catalog.support",
+    "agents_app.catalog.tutor",
+    "agents_app.catalog.research",
+    "agents_app.catalog.translator",
+    "agents_app.catalog.orders",
 ]
 
 
@@ -52,7 +57,10 @@ class AgentSpec:
 
 @functools.cache
 def _specs() -> dict[str, AgentSpec]:
-    specs = [importlib.import_module(module).spec for module in _MODULES]
+    from django.conf import settings
+
+    modules = [*_MODULES, *(["agents_app.catalog.diagnostics"] if settings.AGENTS_DIAGNOSTICS else [])]
+    specs = [importlib.import_module(module).spec for module in modules]
     return {spec.key: spec for spec in specs}
 
 

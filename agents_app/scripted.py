@@ -7,7 +7,8 @@ about the time or the date, summarises tool results, hands off on request, fills
 outputs from their JSON schema, and can be told to misbehave, for fault tests across real
 processes, by putting a directive in the user's message:
 
-    [[stall]]        never answer (until stopped)
+    [[stall]]        stop streaming after two words, until the run is stopped
+    [[stall:turn]]   after a tool result, never start the next answer (stop between turns)
     [[slow]]         0.2 s between words
     [[fail:429]]     raise a rate-limit error (also 500, 503)
     [[timeout]]      raise a request timeout
@@ -94,6 +95,8 @@ class RuleBasedModel(Model):
         if m := next((m for m in DIRECTIVE.finditer(latest) if m.group(1) == "tool"), None):
             directives["tool"] = m.group(2) or ""
             directives["tool_args"] = m.group(3) or "{}"
+        if m := next((m for m in DIRECTIVE.finditer(latest) if m.group(1) == "handoff"), None):
+            directives["handoff"] = " ".join(part for part in (m.group(2), m.group(3)) if part)  # "Math Tutor"
         usage = Usage(
             requests=1,
             input_tokens=sum(_estimate_tokens(json.dumps(i)) for i in items),
@@ -102,6 +105,8 @@ class RuleBasedModel(Model):
         output: list[Any]
         tool_names = {t.name for t in tools if isinstance(t, FunctionTool)}
         answered_tool = last.get("type") == "function_call_output"
+        if answered_tool:
+            directives["after_tool"] = "yes"
 
         if "fail" in directives:
             return ModelStep.raise_error(self._status_error(int(directives["fail"] or 500))), directives
@@ -169,7 +174,7 @@ class RuleBasedModel(Model):
         **kwargs: Any,
     ) -> ModelResponse:
         step, directives = self.plan(input, tools, handoffs, output_schema)
-        if "stall" in directives:
+        if "stall" in directives and (directives["stall"] != "turn" or "after_tool" in directives):
             await asyncio.Event().wait()
         delegate = ScriptedModel([step])
         return await delegate.get_response(
@@ -188,6 +193,8 @@ class RuleBasedModel(Model):
         **kwargs: Any,
     ) -> AsyncIterator[TResponseStreamEvent]:
         step, directives = self.plan(input, tools, handoffs, output_schema)
+        if directives.get("stall") == "turn" and "after_tool" in directives:
+            await asyncio.Event().wait()
         delay = 0.2 if "slow" in directives else self.word_delay
         delegate = ScriptedModel([step])
         sent_words = 0
@@ -199,7 +206,7 @@ class RuleBasedModel(Model):
                 continue
             # Word by word, the way a real model streams.
             for piece in re.findall(r"\S+\s*|\s+", event.delta):
-                if "stall" in directives and sent_words == 2:
+                if directives.get("stall") == "" and sent_words == 2:
                     await asyncio.Event().wait()
                 if "drop" in directives and sent_words == 3:
                     raise openai.APIConnectionError(request=_REQUEST)

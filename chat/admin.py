@@ -1,8 +1,17 @@
 from django.contrib import admin
-from django.db.models import Sum
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
+from chat import services
+from chat.admin_review import (
+    LastRunStatusFilter,
+    MessageStatusFilter,
+    admin_link,
+    cost_cell,
+    events_table,
+    trace_links,
+    with_review_totals,
+)
 from chat.models import Conversation, Message, Run
 
 USAGE_FIELDS = (
@@ -31,25 +40,65 @@ class MessageInline(ReadOnlyMixin, admin.TabularInline):
 
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin):
-    list_display = ("__str__", "owner", "agent_key", "current_agent_name", "updated_at", "tokens", "total_cost")
-    list_filter = ("agent_key", "updated_at")
+    list_display = (
+        "__str__", "owner", "agent_key", "current_agent_name", "last_run", "created_at", "updated_at", "tokens",
+        "total_cost",
+    )
+    list_filter = (
+        ("owner", admin.RelatedOnlyFieldListFilter), "agent_key", LastRunStatusFilter, MessageStatusFilter,
+        "created_at", "updated_at",
+    )
+    list_select_related = ("owner",)
+    date_hierarchy = "created_at"
     search_fields = ("title", "owner__email", "messages__content", "public_id")
     raw_id_fields = ("owner",)
-    readonly_fields = ("public_id", "created_at", "updated_at", "session_link", "tokens", "total_cost")
+    # Only the title may change: owner and agent are part of the history (and of its SDK memory).
+    readonly_fields = (
+        "public_id", "owner", "agent_key", "current_agent_name", "created_at", "updated_at", "session_link",
+        "traces_link", "tokens", "total_cost",
+    )
     inlines = [MessageInline]
 
+    def has_add_permission(self, request) -> bool:
+        return False
+
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(
-            tokens_sum=Sum("messages__total_tokens"), cost_sum=Sum("messages__cost")
-        )
+        return with_review_totals(super().get_queryset(request))
+
+    def get_search_results(self, request, queryset, search_term):
+        # Search a plain queryset and keep its matches by pk: searching messages on the
+        # annotated one would join them twice and multiply the usage totals.
+        if not search_term:
+            return queryset, False
+        matches, _ = super().get_search_results(request, Conversation.objects.all(), search_term)
+        return queryset.filter(pk__in=matches.values("pk")), False
+
+    def delete_model(self, request, obj) -> None:
+        services.conversation_delete(conversation=obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for conversation in queryset:
+            services.conversation_delete(conversation=conversation)
 
     @admin.display(description="Tokens", ordering="tokens_sum")
     def tokens(self, obj) -> int:
-        return obj.tokens_sum or 0
+        return getattr(obj, "tokens_sum", None) or 0
 
     @admin.display(description="Cost (USD)", ordering="cost_sum")
-    def total_cost(self, obj):
-        return obj.cost_sum
+    def total_cost(self, obj) -> str:
+        return cost_cell(getattr(obj, "cost_sum", None), getattr(obj, "unknown_costs", 0), self.tokens(obj))
+
+    @admin.display(description="Traces")
+    def traces_link(self, obj) -> str:
+        from agents_app.models import TraceRecord
+
+        count = TraceRecord.objects.filter(group_id=str(obj.public_id)).count()
+        url = reverse("admin:agents_app_tracerecord_changelist") + f"?group_id={obj.public_id}"
+        return format_html('<a href="{}">{} trace(s)</a>', url, count) if count else "—"
+
+    @admin.display(description="Last run", ordering="last_run_status")
+    def last_run(self, obj) -> str:
+        return getattr(obj, "last_run_status", None) or "—"
 
     @admin.display(description="SDK history")
     def session_link(self, obj) -> str:
@@ -64,23 +113,71 @@ class ConversationAdmin(admin.ModelAdmin):
 
 @admin.register(Message)
 class MessageAdmin(ReadOnlyMixin, admin.ModelAdmin):
-    list_display = ("created_at", "conversation", "role", "agent_name", "status", "model", "total_tokens", "cost")
-    list_filter = ("role", "status", "model", "created_at")
-    search_fields = ("content", "conversation__title", "conversation__owner__email")
+    list_display = (
+        "created_at", "conversation", "owner", "role", "agent_name", "status", "model", "total_tokens", "cost_usd",
+    )
+    list_filter = ("role", "status", "conversation__agent_key", "model", "created_at")
+    list_select_related = ("conversation__owner",)
+    date_hierarchy = "created_at"
+    search_fields = ("content", "conversation__title", "conversation__owner__email", "run__public_id")
     raw_id_fields = ("conversation", "run")
-    readonly_fields = ("public_id", "conversation", "run", "role", "content", "agent_name", "status", "error", "activity", "structured", *USAGE_FIELDS, "created_at", "updated_at")
+    readonly_fields = ("public_id", "conversation", "run", "role", "content", "agent_name", "status", "error", "activity", "structured", *USAGE_FIELDS, "created_at", "updated_at", "traces")
     fieldsets = (
-        (None, {"fields": ("public_id", "conversation", "run", "role", "agent_name", "status", "error")}),
+        (None, {"fields": ("public_id", "conversation", "run", "traces", "role", "agent_name", "status", "error")}),
         ("Content", {"fields": ("content", "activity", "structured")}),
         ("Usage", {"fields": USAGE_FIELDS}),
         ("Times", {"fields": ("created_at", "updated_at")}),
     )
 
+    @admin.display(description="User", ordering="conversation__owner__email")
+    def owner(self, obj) -> str:
+        return str(obj.conversation.owner)
+
+    @admin.display(description="Cost (USD)", ordering="cost")
+    def cost_usd(self, obj) -> str:
+        if obj.cost is None:
+            return "unknown" if obj.total_tokens else "—"
+        return cost_cell(obj.cost)
+
+    @admin.display(description="Trace")
+    def traces(self, obj) -> str:
+        return trace_links(obj.run)
+
 
 @admin.register(Run)
 class RunAdmin(ReadOnlyMixin, admin.ModelAdmin):
-    list_display = ("public_id", "conversation", "agent_name", "status", "created_at", "finished_at")
-    list_filter = ("status", "created_at")
-    search_fields = ("public_id", "conversation__title", "error")
+    list_display = ("public_id", "conversation", "owner", "agent_name", "status", "request_id", "created_at", "duration")
+    list_filter = ("status", "conversation__agent_key", "agent_name", "created_at")
+    list_select_related = ("conversation__owner",)
+    date_hierarchy = "created_at"
+    search_fields = ("public_id", "request_id", "conversation__title", "conversation__owner__email", "error")
     raw_id_fields = ("conversation",)
-    readonly_fields = [f.name for f in Run._meta.fields]
+    # The serialised RunState is server-side only and large; the events and traces tell the story.
+    exclude = ("state", "events")
+    readonly_fields = [
+        *(f.name for f in Run._meta.fields if f.name not in ("state", "events")),
+        "messages_links", "traces", "event_log",
+    ]
+
+    @admin.display(description="User", ordering="conversation__owner__email")
+    def owner(self, obj) -> str:
+        return str(obj.conversation.owner)
+
+    @admin.display(description="Duration")
+    def duration(self, obj) -> str:
+        if obj.started_at and obj.finished_at:
+            return f"{(obj.finished_at - obj.started_at).total_seconds():.1f} s"
+        return "—"
+
+    @admin.display(description="Messages")
+    def messages_links(self, obj) -> str:
+        links = [admin_link(message, f"{message.role}: {message.content[:60]}") for message in obj.messages.all()]
+        return format_html_join(" · ", "{}", ((link,) for link in links)) if links else "—"
+
+    @admin.display(description="Trace")
+    def traces(self, obj) -> str:
+        return trace_links(obj)
+
+    @admin.display(description="Events (no text deltas)")
+    def event_log(self, obj) -> str:
+        return events_table(obj.events)

@@ -16,10 +16,11 @@ from django.conf import settings
 
 from agents_app import providers
 from agents_app.registry import UnknownAgent, all_specs
-from chat import protocol, runs, services
+from chat import protocol, quotas, runs, services
 from chat.models import Conversation, Run
 from chat.protocol import FrameError
 from chat.streams import event_buffer
+from config.logging import current_request_id, new_request_id, request_id_bound
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +68,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if handler is None:
             await self.send_error("unknown_type", f"Unknown frame type {frame.get('type')!r}.", request_id)
             return
-        try:
-            await handler(self, frame, request_id)
-        except FrameError as exc:
-            conversation = frame.get("conversation") if isinstance(frame.get("conversation"), str) else None
-            await self.send_error(exc.code, exc.message, request_id, conversation=conversation)
+        # Log lines caused by this frame carry its request id (or a generated one).
+        with request_id_bound(request_id or new_request_id()):
+            try:
+                await handler(self, frame, request_id)
+            except FrameError as exc:
+                conversation = frame.get("conversation") if isinstance(frame.get("conversation"), str) else None
+                await self.send_error(exc.code, exc.message, request_id, conversation=conversation)
 
     async def on_ping(self, frame: dict[str, Any], request_id: str | None) -> None:
         await self.send_json({"type": "pong", "request_id": request_id})
@@ -94,6 +97,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def on_conversation_open(self, frame: dict[str, Any], request_id: str | None) -> None:
         conversation = await self.own_conversation(frame)
         after = protocol.optional_seq(frame)
+        await sync_to_async(services.release_dead_runs)(conversation=conversation)
         await self.watch(conversation)
         active = await Run.objects.active().filter(conversation=conversation).afirst()
         followed = active
@@ -116,15 +120,56 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def on_message_send(self, frame: dict[str, Any], request_id: str | None) -> None:
         conversation = await self.own_conversation(frame)
         content = protocol.message_content(frame)
-        try:
-            providers.provider_name()
-        except providers.ProviderNotConfigured as exc:
-            raise FrameError("provider_not_configured", str(exc)) from None
+        await self.require_provider()
         await self.watch(conversation)
         try:
-            await runs.start_run(user=self.user, conversation=conversation, content=content, request_id=request_id or "")
-        except services.ConversationBusy:
-            raise FrameError("busy", "A reply is still being generated in this conversation. Wait or stop it.") from None
+            await runs.start_run(
+                user=self.user, conversation=conversation, content=content, request_id=request_id or current_request_id()
+            )
+        except quotas.QuotaExceeded as exc:
+            raise FrameError(exc.code, exc.message) from None
+        except services.ConversationBusy as exc:
+            raise FrameError(exc.code, exc.message) from None
+
+    async def on_message_regenerate(self, frame: dict[str, Any], request_id: str | None) -> None:
+        await self.replace_last_turn(frame, request_id)
+
+    async def on_message_edit(self, frame: dict[str, Any], request_id: str | None) -> None:
+        message_id = protocol.uuid_field(frame, "message")
+        content = protocol.message_content(frame)
+        await self.replace_last_turn(frame, request_id, edited_message_id=message_id, content=content)
+
+    async def replace_last_turn(self, frame: dict[str, Any], request_id: str | None, **change: Any) -> None:
+        conversation = await self.own_conversation(frame)
+        await self.require_provider()
+        await self.watch(conversation)
+        try:
+            await runs.replace_last_turn(
+                user=self.user, conversation=conversation, request_id=request_id or current_request_id(), **change
+            )
+        except quotas.QuotaExceeded as exc:
+            raise FrameError(exc.code, exc.message) from None
+        except services.ConversationBusy as exc:
+            raise FrameError(exc.code, exc.message) from None
+        except services.NothingToReplace as exc:
+            raise FrameError("not_editable", str(exc)) from None
+
+    async def on_approval_decide(self, frame: dict[str, Any], request_id: str | None) -> None:
+        conversation = await self.own_conversation(frame)
+        call_id = protocol.required_str(frame, "call_id")
+        approve = frame.get("approve")
+        if not isinstance(approve, bool):
+            raise FrameError("invalid_field", "'approve' must be true or false.")
+        reason = frame.get("reason") or ""
+        if not isinstance(reason, str) or len(reason) > 1000:
+            raise FrameError("invalid_field", "'reason' must be a string of at most 1000 characters.")
+        await self.watch(conversation)
+        try:
+            await runs.decide_approval(
+                user=self.user, conversation=conversation, call_id=call_id, approve=approve, reason=reason
+            )
+        except runs.ApprovalError as exc:
+            raise FrameError(exc.code, exc.message) from None
 
     async def on_run_cancel(self, frame: dict[str, Any], request_id: str | None) -> None:
         conversation = await self.own_conversation(frame)
@@ -136,6 +181,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         "conversation.create": on_conversation_create,
         "conversation.open": on_conversation_open,
         "message.send": on_message_send,
+        "message.regenerate": on_message_regenerate,
+        "message.edit": on_message_edit,
+        "approval.decide": on_approval_decide,
         "run.cancel": on_run_cancel,
     }
 
@@ -164,6 +212,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             # The same answer for someone else's conversation and a missing one.
             raise FrameError("not_found", "No such conversation.")
         return conversation
+
+    async def require_provider(self) -> None:
+        try:
+            providers.provider_name()
+        except providers.ProviderNotConfigured as exc:
+            raise FrameError("provider_not_configured", str(exc)) from None
 
     async def watch(self, conversation: Conversation) -> None:
         key = str(conversation.public_id)
@@ -196,4 +250,14 @@ async def run_state(run: Run | None) -> dict[str, Any] | None:
         "status": run.status,
         "agent": run.agent_name,
         "message": str(reply.public_id) if reply else None,
+        "approvals": [
+            {
+                "call_id": approval.call_id,
+                "name": approval.tool_name,
+                "arguments": approval.arguments,
+                "agent": approval.agent_name,
+                "expires_at": run.approval_expires_at.isoformat() if run.approval_expires_at else None,
+            }
+            async for approval in run.approvals.pending()
+        ],
     }

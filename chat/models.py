@@ -70,6 +70,7 @@ class Message(models.Model):
         CANCELLED = "cancelled"
         FAILED = "failed"
         BLOCKED = "blocked"
+        AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
@@ -77,7 +78,7 @@ class Message(models.Model):
     role = models.CharField(max_length=16, choices=Role.choices)
     content = models.TextField(blank=True)
     agent_name = models.CharField(max_length=128, blank=True)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETED, db_index=True)
+    status = models.CharField(max_length=24, choices=Status.choices, default=Status.COMPLETED, db_index=True)
     error = models.TextField(blank=True)
     # Tool calls and handoffs of an assistant reply, in order, as shown live:
     # [{"kind": "tool", "call_id", "name", "arguments", "agent", "output", "status"}, ...]
@@ -146,8 +147,6 @@ class Run(models.Model):
     status = models.CharField(max_length=24, choices=Status.choices, default=Status.QUEUED, db_index=True)
     error = models.TextField(blank=True)
     request_id = models.CharField(max_length=64, blank=True)
-    # Where to reach the process executing this run (a channel-layer channel name).
-    control_channel = models.CharField(max_length=200, blank=True)
     cancel_requested = models.BooleanField(default=False)
     # Id of the newest SDK item before this run: the point a blocked run rolls back to.
     history_mark = models.BigIntegerField(null=True, blank=True)
@@ -157,6 +156,9 @@ class Run(models.Model):
     approval_expires_at = models.DateTimeField(null=True, blank=True)
     # What happened, for staff review: every event of the run except text deltas.
     events = models.JSONField(default=list, blank=True)
+    # The seq of the last event published; a run resumed by another process continues from it,
+    # so clients that deduplicate by seq never drop a new event.
+    last_seq = models.PositiveIntegerField(default=0)
     heartbeat_at = models.DateTimeField(default=timezone.now)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)

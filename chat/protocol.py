@@ -37,12 +37,16 @@ def required_str(frame: dict[str, Any], name: str) -> str:
     return value
 
 
-def conversation_id(frame: dict[str, Any]) -> uuid.UUID:
-    value = required_str(frame, "conversation")
+def uuid_field(frame: dict[str, Any], name: str) -> uuid.UUID:
+    value = required_str(frame, name)
     try:
         return uuid.UUID(value)
     except ValueError:
-        raise FrameError("invalid_field", "'conversation' must be a conversation id.") from None
+        raise FrameError("invalid_field", f"'{name}' must be an id.") from None
+
+
+def conversation_id(frame: dict[str, Any]) -> uuid.UUID:
+    return uuid_field(frame, "conversation")
 
 
 def message_content(frame: dict[str, Any]) -> str:

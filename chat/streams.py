@@ -10,13 +10,17 @@ live events whose seq it has already sent: no gap, no duplicate.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import time
 import weakref
 from typing import Any
 
 from channels.layers import get_channel_layer
 from django.conf import settings
+
+log = logging.getLogger(__name__)
 
 # Long enough for a reconnect after a run ends; the database has everything after that.
 FINISHED_TTL_SECONDS = 120
@@ -44,6 +48,12 @@ class MemoryBuffer:
     async def finish(self, run_id: str) -> None:
         self._expires[run_id] = time.monotonic() + FINISHED_TTL_SECONDS
 
+    async def send_stop(self, run_id: str) -> None:
+        """Without Redis there is one process, and the run service stops its runs directly."""
+
+    async def wait_for_stop(self, run_id: str) -> None:
+        await asyncio.Event().wait()
+
 
 class RedisBuffer:
     """A Redis list per run. Clients are per event loop: redis.asyncio binds to the loop."""
@@ -58,7 +68,7 @@ class RedisBuffer:
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
-            client = self._clients[loop] = redis.Redis.from_url(self.url)
+            client = self._clients[loop] = redis.Redis.from_url(self.url, **settings.REDIS_ASYNC_OPTIONS)
         return client
 
     @staticmethod
@@ -81,6 +91,33 @@ class RedisBuffer:
         await self._client().expire(self._key(run_id), FINISHED_TTL_SECONDS)
 
 
+    def _stop_channel(self, run_id: str) -> str:
+        return f"agents-chat:run-stop:{run_id}"
+
+    async def send_stop(self, run_id: str) -> None:
+        await self._client().publish(self._stop_channel(run_id), "stop")
+
+    async def wait_for_stop(self, run_id: str) -> None:
+        """Return when another process asks this run to stop. A dedicated pub/sub
+        connection: channels-redis multiplexes one receive loop per process, and a second
+        long receiver on it delays the chat sockets' events."""
+        while True:
+            pubsub = self._client().pubsub()
+            try:
+                await pubsub.subscribe(self._stop_channel(run_id))
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis restarting: the heartbeat's DB flag covers the gap
+                log.info("run %s: stop channel unavailable (%r); retrying", run_id, exc)
+                await asyncio.sleep(1)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+
 _buffer: MemoryBuffer | RedisBuffer | None = None
 
 
@@ -98,20 +135,40 @@ async def send_to_conversation(group: str, event: dict[str, Any]) -> None:
 class RunStream:
     """The publisher for one run. Only the process executing the run holds one."""
 
-    def __init__(self, *, conversation_id: str, run_id: str, group: str) -> None:
+    def __init__(self, *, conversation_id: str, run_id: str, group: str, last_seq: int = 0) -> None:
         self.conversation_id = conversation_id
         self.run_id = run_id
         self.group = group
-        self.seq = 0
+        self.seq = last_seq
         self._buffer = event_buffer()
+        self._failing = False
+        # Tools publish progress while the run loop publishes its own events: one at a time, or
+        # a later-numbered event can overtake an earlier one and sockets drop the earlier one.
+        self._publishing = asyncio.Lock()
 
     async def publish(self, event: dict[str, Any]) -> dict[str, Any]:
+        async with self._publishing:
+            return await self._publish(event)
+
+    async def _publish(self, event: dict[str, Any]) -> dict[str, Any]:
         self.seq += 1
         event = {**event, "conversation": self.conversation_id, "run": self.run_id, "seq": self.seq}
-        # Buffer first: a socket that joins between these two lines replays it from the buffer.
-        await self._buffer.append(self.run_id, event)
-        await send_to_conversation(self.group, event)
+        try:
+            # Buffer first: a socket that joins between these two lines replays it from the buffer.
+            await self._buffer.append(self.run_id, event)
+            await send_to_conversation(self.group, event)
+        except Exception as exc:
+            # Redis down or restarting: live viewers miss events, but the run goes on and its
+            # outcome is stored in the database, where a reload finds it.
+            if not self._failing:
+                log.warning("run %s: could not publish events (%r); continuing", self.run_id, exc)
+            self._failing = True
+        else:
+            self._failing = False
         return event
 
     async def close(self) -> None:
-        await self._buffer.finish(self.run_id)
+        try:
+            await self._buffer.finish(self.run_id)
+        except Exception as exc:
+            log.warning("run %s: could not expire its event buffer (%r)", self.run_id, exc)

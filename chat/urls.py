@@ -1,6 +1,6 @@
 from django.urls import path
 
-from chat import views
+from chat import views, views_usage
 
 app_name = "chat"
 
@@ -9,4 +9,5 @@ urlpatterns = [
     path("c/new/", views.conversation_create, name="conversation_create"),
     path("c/<uuid:public_id>/", views.conversation_detail, name="conversation_detail"),
     path("c/<uuid:public_id>/delete/", views.conversation_delete, name="conversation_delete"),
+    path("usage/", views_usage.usage_page, name="usage"),
 ]

@@ -1,6 +1,5 @@
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.db.models import Sum
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -9,6 +8,7 @@ from agents_app.registry import all_specs
 from chat import services
 from chat.forms import NewConversationForm
 from chat.models import Conversation, Run
+from chat.usage import usage_records, usage_totals
 
 
 def _provider_problem() -> str:
@@ -63,7 +63,7 @@ def conversation_detail(request, public_id):
             "conversation": conversation,
             "messages": messages,
             "active_run": Run.objects.active().filter(conversation=conversation).first(),
-            "totals": messages.aggregate(tokens=Sum("total_tokens"), cost=Sum("cost")),
+            "totals": usage_totals(usage_records(user=request.user).filter(conversation=conversation)),
             "spec": next((s for s in all_specs() if s.key == conversation.agent_key), None),
             "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
         },

@@ -5,6 +5,7 @@ zero-configuration development default. With DEBUG off, anything that must not b
 guessed in production (secret key, hosts) fails fast instead.
 """
 
+import os
 from pathlib import Path
 
 import environ
@@ -48,6 +49,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: every request (and every log line it causes) gets an id; its duration is logged.
+    "config.logging.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -90,19 +93,40 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
     )
     # Tests use a file, not shared memory, so a daphne child process can see the test data.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
+    # Named per test process, so two test runs on one machine never share it.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-db-{os.getpid()}.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: REDIS_URL switches on channels-redis and the Redis cache ----------------
 REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
+    from redis.asyncio.retry import Retry as AsyncRetry
+    from redis.backoff import ExponentialBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
+    from redis.retry import Retry
+
+    # After a Redis restart, pooled connections are dead: retry on a fresh connection instead
+    # of failing the first command on each of them.
+    REDIS_ASYNC_OPTIONS = {
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+        "retry": AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), 3),
+    }
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1500, "expiry": 30},
+            "CONFIG": {"hosts": [{"address": REDIS_URL, **REDIS_ASYNC_OPTIONS}], "capacity": 1500, "expiry": 30},
         }
     }
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {
+                "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+                "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), 3),
+            },
+        }
+    }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
@@ -161,6 +185,9 @@ if AGENTS_MODEL_PROVIDER not in ("", "openai", "local", "scripted"):
     raise ImproperlyConfigured("AGENTS_MODEL_PROVIDER must be one of: openai, local, scripted.")
 if AGENTS_OPENAI_API not in ("responses", "chat_completions"):
     raise ImproperlyConfigured("AGENTS_OPENAI_API must be 'responses' or 'chat_completions'.")
+# The diagnostics agent (tools that crash, hang or need approval on purpose) for checking a
+# deployment end to end and for the fault suite. Off for users.
+AGENTS_DIAGNOSTICS = env.bool("AGENTS_DIAGNOSTICS", default=False)
 # Delay (seconds) between streamed chunks of the scripted model; used by demos and benches.
 AGENTS_SCRIPTED_DELAY = env.float("AGENTS_SCRIPTED_DELAY", default=0.0)
 
@@ -170,6 +197,8 @@ AGENTS_TRACE_EXPORT_OPENAI = env.bool("AGENTS_TRACE_EXPORT_OPENAI", default=bool
 # Whether traces keep model inputs/outputs and tool arguments (staff review needs them;
 # turn off where conversations must not be copied into traces).
 AGENTS_TRACE_SENSITIVE_DATA = env.bool("AGENTS_TRACE_SENSITIVE_DATA", default=True)
+# Store SDK traces and spans in the database (agents_app.tracing), for review in admin.
+AGENTS_TRACE_LOCAL = env.bool("AGENTS_TRACE_LOCAL", default=True)
 
 # Limits for the chat socket and runs.
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=8000)
@@ -178,8 +207,8 @@ CHAT_MAX_FRAME_BYTES = env.int("CHAT_MAX_FRAME_BYTES", default=64 * 1024)
 RUN_HEARTBEAT_SECONDS = env.float("RUN_HEARTBEAT_SECONDS", default=5.0)
 RUN_STALE_AFTER_SECONDS = env.float("RUN_STALE_AFTER_SECONDS", default=30.0)
 
-# Tokens a user may spend per day (UTC) before runs are refused; per-user override in admin
-# (accounts.Profile). 0 disables the quota.
+# Tokens a user may spend per day (a TIME_ZONE day, so UTC by default) before runs are
+# refused; per-user override in admin (accounts.Profile). 0 disables the quota.
 AGENTS_DAILY_TOKEN_BUDGET = env.int("AGENTS_DAILY_TOKEN_BUDGET", default=200_000)
 # How long a tool call may wait for the user's approval before it expires.
 AGENTS_APPROVAL_TTL_SECONDS = env.int("AGENTS_APPROVAL_TTL_SECONDS", default=24 * 3600)
@@ -200,11 +229,21 @@ AGENTS_PRICING = {
 }
 AGENTS_PRICING.update(env.json("AGENTS_PRICING_JSON", default={}))
 
+# LOG_FORMAT=json: one JSON object per line. Every record carries the request id.
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured("LOG_FORMAT must be 'plain' or 'json'.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "config.logging.RequestIdFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {"()": "config.logging.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["request_id"]}
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         "openai.agents": {"level": "WARNING"},

@@ -4,5 +4,6 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("allauth.urls")),
+    path("tickets/", include("agents_app.urls")),
     path("", include("chat.urls")),
 ]

@@ -39,6 +39,18 @@ def browser():
         browser.close()
 
 
+# Records the length of the streaming reply's text each time it changes.
+RECORD_STREAMING = """
+window.__streamed = [];
+new MutationObserver(() => {
+  const body = document.querySelector('article.msg-assistant[data-status="streaming"] [data-role=body]');
+  if (body && body.textContent.length && window.__streamed.at(-1) !== body.textContent.length) {
+    window.__streamed.push(body.textContent.length);
+  }
+}).observe(document.querySelector('[data-role=messages]'), {subtree: true, childList: true, characterData: true, attributes: true});
+"""
+
+
 def orm(query):
     """Playwright's sync API keeps an event loop running in this thread, where Django refuses
     synchronous ORM calls: run them in a worker thread instead."""
@@ -68,23 +80,24 @@ def test_user_signs_in_chats_and_sees_the_reply_stream_with_tool_calls(user, tmp
         page.get_by_role("button", name="Start chatting").click()
         expect(page.locator("[data-role=connection]")).to_have_text("Connected")
 
+        page.evaluate(RECORD_STREAMING)
         page.fill("textarea[name=content]", "What time is it?")
         page.keyboard.press("Enter")
 
         reply = page.locator("article.msg-assistant").last
         tool = reply.locator("details.tool")
         expect(tool.locator(".tool-name")).to_have_text("get_current_time")
-        # Streaming: the text is visible while the reply is still marked as streaming.
-        expect(reply).to_have_attribute("data-status", "streaming")
-        expect(reply.locator("[data-role=body]")).to_contain_text("The tool")
         expect(reply).to_have_attribute("data-status", "completed", timeout=15000)
+        # Token by token: the text grew in several steps while the reply was streaming.
+        growth = page.evaluate("window.__streamed")
+        assert len(growth) >= 3 and growth == sorted(growth), growth
         expect(tool).to_have_class("tool tool-completed")
         expect(reply.locator("[data-role=usage]")).to_contain_text("tokens")
         expect(page.locator("textarea[name=content]")).to_have_value("")
 
         # A reload shows the whole conversation from the server.
         page.reload()
-        expect(page.locator("article.msg-user")).to_have_text(["You What time is it?"], use_inner_text=True)
+        expect(page.locator("article.msg-user [data-role=body]")).to_have_text(["What time is it?"])
         expect(page.locator("article.msg-assistant [data-role=body]")).to_contain_text("The tool answered:")
         expect(page.locator("article.msg-assistant .tool-name")).to_have_text("get_current_time")
 
@@ -124,3 +137,43 @@ def test_stop_keeps_the_partial_reply_and_the_second_tab_follows_the_stream(user
     assert [m.status for m in replies] == ["cancelled", "completed"]
     stopped = replies[0]
     assert stopped.content.startswith("You said") and len(stopped.content) < 80
+
+
+def test_reload_mid_reply_shows_it_continuing_and_tool_approval_from_the_page(user, tmp_path, browser):
+    env = {"AGENTS_DIAGNOSTICS": "1", "AGENTS_SCRIPTED_DELAY": "0.01"}
+    with running_daphne(tmp_path, extra_env=env) as server:
+        page = browser.new_page()
+        sign_in(page, server.http, user.email)
+        page.get_by_label("Diagnostics").check()
+        page.get_by_role("button", name="Start chatting").click()
+        expect(page.locator("[data-role=connection]")).to_have_text("Connected")
+
+        # Reload in the middle of a reply: the page replays it and it keeps streaming.
+        words = " ".join(f"w{n}" for n in range(40))  # 0.2 s a word: about 8 s of streaming
+        page.fill("textarea[name=content]", f"[[slow]] {words}")
+        page.keyboard.press("Enter")
+        expect(page.locator("article.msg-assistant [data-role=body]")).to_contain_text("w0")
+        page.reload()
+        reply = page.locator("article.msg-assistant").last
+        expect(reply).to_have_attribute("data-status", "streaming")
+        expect(reply.locator("[data-role=body]")).to_contain_text("You said")
+        expect(reply).to_have_attribute("data-status", "completed", timeout=20000)
+        expect(reply.locator("[data-role=body]")).to_contain_text(words)
+
+        # A tool that needs approval: approve it from the page.
+        page.fill("textarea[name=content]", '[[tool:issue_refund {"order_number": "A-7", "amount": 3}]] refund')
+        page.keyboard.press("Enter")
+        approval = page.locator(".approval")
+        expect(approval.get_by_role("button", name="Approve")).to_be_visible()
+        expect(page.locator("[data-role=notice]")).to_contain_text("approval")
+        page.reload()  # the pending approval survives a reload
+        page.locator(".approval").get_by_role("button", name="Approve").click()
+        last = page.locator("article.msg-assistant").last
+        expect(last).to_have_attribute("data-status", "completed", timeout=15000)
+        expect(last.locator(".tool-output")).to_contain_text("Refund of 3.00 USD issued for A-7")
+
+        # Regenerate the last reply from the page.
+        count = page.locator("article.msg").count()
+        page.get_by_role("button", name="Regenerate").click()
+        expect(page.locator("article.msg-assistant").last).to_have_attribute("data-status", "awaiting_approval", timeout=15000)
+        expect(page.locator("article.msg")).to_have_count(count)

@@ -9,21 +9,15 @@ import json
 import pytest
 import websockets
 from asgiref.sync import async_to_sync
-from django.test import Client
 from websockets.asyncio.client import connect
 
 from agents_app import history
 from agents_app.session import DjangoSession
 from chat.models import Conversation, Message
+from tests.clients import session_cookie
 from tests.servers import running_daphne
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-
-def session_cookie(user) -> str:
-    client = Client()
-    client.force_login(user)
-    return f"sessionid={client.cookies['sessionid'].value}"
 
 
 async def receive_until(ws, kind: str, *, timeout: float = 15) -> list[dict]:

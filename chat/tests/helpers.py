@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 
@@ -39,3 +41,18 @@ async def send_message(communicator, conversation, content="Hello", request_id="
 
 async def stored_history(conversation) -> list[dict]:
     return await DjangoSession(conversation.session_id).get_items()
+
+
+@contextlib.contextmanager
+def extra_tools(agent_key: str, *tools):
+    """Give a catalog agent extra tools for one test (a tool that needs approval, one that
+    hangs, ...), restoring its own afterwards."""
+    from agents_app.registry import get_spec
+
+    agent = get_spec(agent_key).agent
+    original = agent.tools
+    agent.tools = [*original, *tools]
+    try:
+        yield agent
+    finally:
+        agent.tools = original

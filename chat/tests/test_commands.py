@@ -109,7 +109,7 @@ def test_recover_runs_interrupts_dead_runs_and_frees_the_conversation(settings):
     out = StringIO()
     call_command("recover_runs", stdout=out)
 
-    assert "Recovered 1 interrupted run(s)." in out.getvalue()
+    assert "Released 1 run(s)" in out.getvalue()
     dead.refresh_from_db()
     reply.refresh_from_db()
     alive.refresh_from_db()

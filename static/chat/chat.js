@@ -82,10 +82,19 @@
           state.seq = 0;
         }
         setBusy(true);
-      } else if (!e.run && state.busy && !state.run) {
-        setBusy(false);
+        if (e.run.message) state.current = replyFor(e.run.message, e.run.agent);
+        (e.run.approvals || []).forEach(askApproval);
+      } else {
+        if (state.busy) setBusy(false);
+        setTimeout(reloadIfStuck, 2500);
       }
-      if (!e.run) setTimeout(reloadIfStuck, 2500);
+    },
+    "conversation.truncated": (e) => {
+      e.messages.forEach((id) => {
+        const el = document.querySelector(`[data-message="${id}"]`);
+        if (el) el.remove();
+        state.replies.delete(id);
+      });
     },
     "message.created": (e) => {
       if (e.request_id && e.request_id === state.pendingRequest) {
@@ -138,6 +147,16 @@
     },
     "guardrail.tripped": (e) => showNotice(`Blocked by the ${e.guardrail} check: ${e.message}`, "warning"),
     "run.progress": (e) => showNotice(progressText(e), "info"),
+    "approval.requested": (e) => askApproval(e),
+    "run.paused": () => {
+      if (state.current) setStatus(state.current.el, "awaiting_approval");
+      showNotice("Waiting for your approval of a tool call.", "warning");
+    },
+    "approval.decided": (e) => {
+      settleApproval(e.call_id, e.approved ? "approved" : "rejected");
+      if (state.current && !document.querySelector(".approval")) setStatus(state.current.el, "streaming");
+    },
+    "approval.resolved": (e) => settleApproval(e.call_id, e.status === "completed" ? "approved" : "rejected"),
     "message.completed": (e) => {
       const reply = replyFor(e.message, e.agent);
       // Server-rendered Markdown, sanitised on the server: safe to insert as HTML.
@@ -155,9 +174,11 @@
       if (!el) return;
       el.textContent = `${fmt(e.total_tokens)} tokens (${fmt(e.input_tokens)} in, ${fmt(e.output_tokens)} out${e.cached_tokens ? `, ${fmt(e.cached_tokens)} cached` : ""}) · ${usd(e.cost)}${e.model ? ` · ${e.model}` : ""}`;
       el.hidden = false;
+      spendBudget(e.total_tokens);
     },
     "run.finished": (e) => {
       setBusy(false);
+      document.querySelectorAll(".approval").forEach((el) => el.remove());
       if (e.status === "failed" && e.error) showNotice(e.error, "error");
       else if (e.status === "cancelled") showNotice("Stopped.", "info");
       else if (e.status !== "blocked") hideNotice();
@@ -256,10 +277,88 @@
     return note;
   }
 
+  // --- approvals (human in the loop) -------------------------------------------------
+  function askApproval(a) {
+    const reply = state.current;
+    if (!reply) return;
+    let entry = reply.el.querySelector(`[data-call="${CSS.escape(a.call_id)}"]`);
+    if (!entry) {
+      entry = toolEntry({ call_id: a.call_id, name: a.name, arguments: a.arguments, status: "awaiting_approval" });
+      $("activity", reply.el).append(entry);
+    }
+    setToolStatus(entry, "awaiting_approval");
+    entry.open = true;
+    if (entry.querySelector(".approval")) return;
+    const box = document.createElement("div");
+    box.className = "approval";
+    const reason = document.createElement("input");
+    reason.type = "text";
+    reason.placeholder = "Reason (optional)";
+    reason.maxLength = 1000;
+    const approve = document.createElement("button");
+    approve.type = "button";
+    approve.className = "primary";
+    approve.textContent = "Approve";
+    const reject = document.createElement("button");
+    reject.type = "button";
+    reject.textContent = "Reject";
+    const decide = (ok) => {
+      approve.disabled = reject.disabled = true;
+      send({ type: "approval.decide", conversation, call_id: a.call_id, approve: ok, reason: reason.value });
+    };
+    approve.addEventListener("click", () => decide(true));
+    reject.addEventListener("click", () => decide(false));
+    box.append(reason, approve, reject);
+    entry.append(box);
+    scrollDown();
+  }
+
+  function settleApproval(callId, status) {
+    const entry = document.querySelector(`[data-call="${CSS.escape(callId)}"]`);
+    if (!entry) return;
+    const box = entry.querySelector(".approval");
+    if (box) box.remove();
+    setToolStatus(entry, status === "approved" ? "running" : "rejected");
+    hideNotice();
+  }
+
+  // --- edit the last question, regenerate the last reply -----------------------------
+  function refreshTurnActions() {
+    document.querySelectorAll(".turn-action").forEach((el) => el.remove());
+    if (state.busy) return;
+    const last = messagesEl.querySelector("article.msg:last-of-type");
+    const question = [...messagesEl.querySelectorAll("article.msg-user")].pop();
+    if (last && last.classList.contains("msg-assistant")) {
+      last.querySelector(".msg-head").append(turnAction("Regenerate", () => {
+        send({ type: "message.regenerate", conversation, request_id: newRequestId() });
+      }));
+    }
+    if (question && question.dataset.message) {
+      question.querySelector(".msg-head").append(turnAction("Edit", () => {
+        const body = $("body", question);
+        const edited = window.prompt("Edit your message", body.textContent);
+        if (edited && edited.trim() && edited !== body.textContent) {
+          send({ type: "message.edit", conversation, message: question.dataset.message, content: edited, request_id: newRequestId() });
+        }
+      }));
+    }
+  }
+
+  function turnAction(label, onClick) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "link turn-action";
+    button.textContent = label;
+    button.addEventListener("click", onClick);
+    return button;
+  }
+
+  const newRequestId = () => `r${Date.now()}${Math.random().toString(16).slice(2, 8)}`;
+
   function setStatus(el, status) {
     el.dataset.status = status;
     const badge = $("status", el);
-    if (badge) badge.textContent = status.charAt(0).toUpperCase() + status.slice(1);
+    if (badge) badge.textContent = (status.charAt(0).toUpperCase() + status.slice(1)).replace("_", " ");
     const error = $("error", el);
     if (error && status === "completed") error.hidden = true;
   }
@@ -268,6 +367,7 @@
     state.busy = busy;
     stopButton.hidden = !busy;
     sendButton.disabled = busy;
+    refreshTurnActions();
   }
 
   function showNotice(text, kind) {
@@ -283,6 +383,7 @@
   function progressText(e) {
     if (e.stage === "queued") return `Waiting for the model: ${e.position} request(s) ahead of yours…`;
     if (e.stage === "generating") return "The model is answering…";
+    if (e.stage === "checking") return "Checking the reply before showing it…";
     if (e.stage === "searching" && e.total) return `Searching ${e.done}/${e.total}…`;
     return `${e.stage.charAt(0).toUpperCase()}${e.stage.slice(1)}…`;
   }
@@ -294,6 +395,16 @@
 
   function scrollDown() {
     messagesEl.scrollTop = messagesEl.scrollHeight;
+  }
+
+  // The day's remaining token budget in the footer counts each reply down.
+  function spendBudget(tokens) {
+    const budget = $("budget");
+    if (!budget || !tokens) return;
+    const left = Math.max(0, Number(budget.dataset.remaining) - tokens);
+    budget.dataset.remaining = left;
+    budget.textContent = `${fmt(left)} tokens left today`;
+    budget.classList.toggle("exceeded", left === 0);
   }
 
   const fmt = (n) => Number(n || 0).toLocaleString();
@@ -309,7 +420,7 @@
     event.preventDefault();
     const content = textarea.value;
     if (!content.trim() || state.busy) return;
-    state.pendingRequest = `r${Date.now()}${Math.random().toString(16).slice(2, 8)}`;
+    state.pendingRequest = newRequestId();
     if (!send({ type: "message.send", conversation, content, request_id: state.pendingRequest })) {
       showNotice("Not connected. Your message is kept; send it again once reconnected.", "error");
     }

@@ -23,4 +23,26 @@ class Command(BaseCommand):
         EmailAddress.objects.update_or_create(
             user=user, email=DEMO_EMAIL, defaults={"verified": True, "primary": True}
         )
+        _ensure_demo_orders(user)
         self.stdout.write(self.style.SUCCESS(f"Demo login: {DEMO_EMAIL} / {DEMO_PASSWORD}"))
+
+
+def _ensure_demo_orders(user) -> None:
+    """A few orders for the Order status agent to find (ask it about QM-10421)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from agents_app.models import Order
+
+    today = timezone.localdate()
+    demo_orders = [
+        ("QM-10421", "shipped", [{"name": "Quillmate Plus, 1 year", "quantity": 1}, {"name": "Notebook stand", "quantity": 1}], "89.90", "DHL", today + timedelta(days=2)),
+        ("QM-10388", "delivered", [{"name": "Stylus pen", "quantity": 2}], "39.80", "UPS", today - timedelta(days=5)),
+        ("QM-10455", "processing", [{"name": "Quillmate sticker pack", "quantity": 3}], "12.00", "", None),
+    ]
+    for number, status, items, total, carrier, eta in demo_orders:
+        Order.objects.update_or_create(
+            number=number,
+            defaults={"owner": user, "status": status, "items": items, "total": total, "carrier": carrier, "estimated_delivery": eta},
+        )

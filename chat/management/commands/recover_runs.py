@@ -3,12 +3,12 @@ close their turn in the SDK history and release their conversation's lock."""
 
 from django.core.management.base import BaseCommand
 
-from chat.services import interrupt_stale_runs
+from chat.services import release_dead_runs
 
 
 class Command(BaseCommand):
     help = "Recover runs left active by a process that died: mark them interrupted and release their locks."
 
     def handle(self, *args, **options):
-        count = interrupt_stale_runs()
-        self.stdout.write(self.style.SUCCESS(f"Recovered {count} interrupted run(s)."))
+        count = release_dead_runs()
+        self.stdout.write(self.style.SUCCESS(f"Released {count} run(s) left by dead processes or expired approvals."))

@@ -1,0 +1,209 @@
+"""Human in the loop: a tool that needs approval parks the run in the database; a decision
+from any socket resumes it, and the SDK history stays valid whatever happens."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from agents import function_tool
+from agents.testing import assistant_message, function_call
+from django.utils import timezone
+
+from agents_app import history
+from chat.models import Approval, Conversation, Message, Run
+from chat.tests.helpers import connect, extra_tools, of_type, receive_until, send_message, stored_history
+from chat.tests.scripts import streamed
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+refunds: list[str] = []
+
+
+@function_tool(needs_approval=True)
+def refund_order(order_number: str, amount: float) -> str:
+    """Refund an order.
+
+    Args:
+        order_number: The order to refund.
+        amount: How much to refund, in USD.
+    """
+    refunds.append(order_number)
+    return f"Refunded {amount:.2f} USD on {order_number}."
+
+
+@pytest.fixture(autouse=True)
+def _refund_tool():
+    refunds.clear()
+    with extra_tools("assistant", refund_order):
+        yield
+
+
+@pytest.fixture
+async def conversation(user):
+    return await Conversation.objects.acreate(owner=user, agent_key="assistant", current_agent_name="Assistant")
+
+
+def refund_steps(final_text="Done: refunded."):
+    return [
+        [assistant_message("I will refund that."), function_call("refund_order", {"order_number": "A-1", "amount": 12.5}, call_id="call_refund")],
+        streamed(final_text),
+    ]
+
+
+async def pause(ws, conversation) -> list[dict]:
+    await send_message(ws, conversation, "Please refund order A-1")
+    return await receive_until(ws, "run.paused")
+
+
+async def test_tool_needing_approval_pauses_the_run_and_keeps_the_conversation_locked(user, conversation, script):
+    with script(refund_steps()):
+        ws = await connect(user)
+        events = await pause(ws, conversation)
+        requested = of_type(events, "approval.requested")[0]
+        await send_message(ws, conversation, "Another message", request_id="r2")
+        refused = await receive_until(ws, "error")
+        await ws.disconnect()
+
+    assert requested == {**requested, "call_id": "call_refund", "name": "refund_order", "arguments": {"order_number": "A-1", "amount": 12.5}, "agent": "Assistant"}
+    assert refused[-1]["code"] == "approval_pending"
+    run = await Run.objects.aget(public_id=requested["run"])
+    assert run.status == Run.Status.AWAITING_APPROVAL and run.state and run.approval_expires_at > timezone.now()
+    reply = await Message.objects.aget(run=run, role="assistant")
+    assert reply.status == Message.Status.AWAITING_APPROVAL and reply.content == "I will refund that."
+    assert refunds == []
+    assert "state" not in str(events)  # the serialised run state never reaches a client
+
+
+async def test_approving_from_another_tab_after_reload_resumes_and_runs_the_tool_once(user, conversation, script):
+    with script(refund_steps()):
+        first = await connect(user)
+        paused = await pause(first, conversation)
+        await first.disconnect()
+
+        # A reload: a new socket learns of the pending approval from conversation.state.
+        second = await connect(user)
+        await second.send_json_to({"type": "conversation.open", "conversation": str(conversation.public_id)})
+        state = await second.receive_json_from()
+        assert [a["call_id"] for a in state["run"]["approvals"]] == ["call_refund"]
+        await receive_until(second, "run.paused")  # the replay of what it missed
+        await second.send_json_to(
+            {"type": "approval.decide", "conversation": str(conversation.public_id), "call_id": "call_refund", "approve": True}
+        )
+        resumed = await receive_until(second, "run.finished")
+        await second.send_json_to(
+            {"type": "approval.decide", "conversation": str(conversation.public_id), "call_id": "call_refund", "approve": True, "request_id": "again"}
+        )
+        again = await receive_until(second, "error")
+        await second.disconnect()
+
+    assert refunds == ["A-1"]
+    assert again[-1]["code"] == "not_found" or again[-1]["code"] == "already_decided"
+    kinds = [e["type"] for e in resumed]
+    assert kinds.index("approval.decided") < kinds.index("tool.output") < kinds.index("message.completed")
+    seqs = [e["seq"] for e in paused + resumed if "seq" in e]
+    assert seqs == sorted(set(seqs))  # one numbering across pause and resume
+    completed = of_type(resumed, "message.completed")[0]
+    assert completed["status"] == "completed" and completed["content"] == "I will refund that.\n\nDone: refunded."
+    assert completed["activity"][0]["status"] == "completed"
+    assert resumed[-1]["status"] == "completed"
+    items = await stored_history(conversation)
+    assert history.problems(items) == []
+    outputs = [i for i in items if i.get("type") == "function_call_output"]
+    assert [o["call_id"] for o in outputs] == ["call_refund"]
+    approval = await Approval.objects.aget(call_id="call_refund")
+    assert approval.status == Approval.Status.APPROVED and approval.decided_by_id == user.pk
+    run = await Run.objects.aget(public_id=completed["run"])
+    assert run.status == Run.Status.COMPLETED and run.state == ""
+
+
+async def test_rejecting_with_a_reason_skips_the_tool_and_tells_the_model_why(user, conversation, script):
+    with script(refund_steps("Understood, no refund.")) as model:
+        ws = await connect(user)
+        await pause(ws, conversation)
+        await ws.send_json_to(
+            {"type": "approval.decide", "conversation": str(conversation.public_id), "call_id": "call_refund", "approve": False, "reason": "Too expensive"}
+        )
+        events = await receive_until(ws, "run.finished")
+        await ws.disconnect()
+
+    assert refunds == []
+    assert events[-1]["status"] == "completed"
+    tool_result = next(i for i in model.last_call.input if i.get("type") == "function_call_output")
+    assert "Too expensive" in tool_result["output"]
+    assert history.problems(await stored_history(conversation)) == []
+    activity = of_type(events, "message.completed")[0]["activity"]
+    assert activity[0]["status"] in ("completed", "rejected")
+
+
+async def test_expired_approval_ends_the_run_and_frees_the_conversation(user, conversation, script):
+    with script([*refund_steps(), streamed("Hello again.")]) as model:
+        ws = await connect(user)
+        events = await pause(ws, conversation)
+        await Run.objects.filter(public_id=events[0]["run"]).aupdate(approval_expires_at=timezone.now() - timedelta(seconds=1))
+
+        await ws.send_json_to({"type": "conversation.open", "conversation": str(conversation.public_id)})
+        state = await receive_until(ws, "conversation.state")
+        await send_message(ws, conversation, "Hello?", request_id="r2")
+        # The expired run's step was never used: the scripted refund answer is skipped.
+        model_steps_left = model.remaining_steps
+        after = await receive_until(ws, "run.finished")
+        await ws.disconnect()
+
+    assert state[-1]["run"] is None
+    run = await Run.objects.aget(public_id=events[0]["run"])
+    assert run.status == Run.Status.CANCELLED and "expired" in run.error
+    assert (await Approval.objects.aget(run=run)).status == Approval.Status.EXPIRED
+    reply = await Message.objects.aget(run=run, role="assistant")
+    assert reply.status == Message.Status.CANCELLED and "expired" in reply.error
+    assert model_steps_left == 2 and after[-1]["status"] == "completed"
+    assert history.problems(model.last_call.input) == []
+    assert refunds == []
+
+
+async def test_stop_while_waiting_for_approval_cancels_and_keeps_history_valid(user, conversation, script):
+    with script([*refund_steps(), streamed("Fine.")]):
+        ws = await connect(user)
+        await pause(ws, conversation)
+        await ws.send_json_to({"type": "run.cancel", "conversation": str(conversation.public_id)})
+        events = await receive_until(ws, "run.finished")
+        await ws.disconnect()
+
+    assert events[-1]["status"] == "cancelled"
+    assert of_type(events, "message.completed")[0]["status"] == "cancelled"
+    assert history.problems(await stored_history(conversation)) == []
+    assert refunds == []
+
+
+async def test_someone_elses_approval_cannot_be_decided(user, other_user, conversation, script):
+    with script(refund_steps()):
+        ws = await connect(user)
+        await pause(ws, conversation)
+        await ws.disconnect()
+        intruder = await connect(other_user)
+        await intruder.send_json_to(
+            {"type": "approval.decide", "conversation": str(conversation.public_id), "call_id": "call_refund", "approve": True}
+        )
+        error = await intruder.receive_json_from()
+        await intruder.disconnect()
+
+    assert error["code"] == "not_found"
+    assert (await Approval.objects.aget(call_id="call_refund")).status == Approval.Status.PENDING
+    assert refunds == []
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ({"call_id": "call_refund"}, "invalid_field"),
+        ({"call_id": "call_refund", "approve": "yes"}, "invalid_field"),
+        ({"approve": True}, "missing_field"),
+        ({"call_id": "nope", "approve": True}, "not_found"),
+    ],
+)
+async def test_malformed_decisions_get_clear_errors(user, conversation, frame, code):
+    ws = await connect(user)
+    await ws.send_json_to({"type": "approval.decide", "conversation": str(conversation.public_id), **frame})
+    error = await ws.receive_json_from()
+    await ws.disconnect()
+    assert error["type"] == "error" and error["code"] == code

@@ -1,0 +1,131 @@
+"""The daily token budget: refused before anything is stored or any model is called."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.urls import reverse
+from django.utils import timezone
+
+from accounts.models import Profile, UsageRecord
+from chat import quotas, runs, services
+from chat.models import Conversation, Message, Run
+from chat.tests.factories import ConversationFactory, RunFactory, finished_reply
+from chat.tests.helpers import connect, receive_until, send_message
+from chat.tests.scripts import USAGE, streamed
+
+
+def spent_today(user, tokens: int) -> Message:
+    return finished_reply(owner=user, total_tokens=tokens)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_user_over_budget_gets_quota_exceeded_and_nothing_is_stored_or_called(user, script, settings):
+    settings.AGENTS_DAILY_TOKEN_BUDGET = 100
+    await sync_to_async(spent_today)(user, 100)
+    conversation = await Conversation.objects.acreate(owner=user, agent_key="assistant", current_agent_name="Assistant")
+    messages_before = await Message.objects.acount()
+
+    with script([]) as model:  # no steps: any model call would fail the run
+        ws = await connect(user)
+        await send_message(ws, conversation, "One more, please", request_id="r-over")
+        (error,) = await receive_until(ws, "error")
+        await ws.disconnect()
+
+    assert error["code"] == "quota_exceeded" and error["request_id"] == "r-over"
+    assert error["conversation"] == str(conversation.public_id)
+    assert "100 tokens for today" in error["message"] and "resets at 00:00" in error["message"]
+    assert len(model.calls) == 0
+    assert await Message.objects.acount() == messages_before
+    assert not await Run.objects.filter(conversation=conversation).aexists()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_user_under_budget_chats_and_the_reply_counts_once_it_finishes(user, script, settings):
+    settings.AGENTS_DAILY_TOKEN_BUDGET = 100
+    await sync_to_async(spent_today)(user, 60)
+    conversation = await Conversation.objects.acreate(owner=user, agent_key="assistant", current_agent_name="Assistant")
+
+    with script([streamed("Fine.")]) as model:
+        started = await runs.start_run(user=user, conversation=conversation, content="Hi")
+        in_flight = await sync_to_async(quotas.quota_status)(user=user)
+        await runs.wait_for_run(started.run.public_id)
+    after = await sync_to_async(quotas.quota_status)(user=user)
+
+    assert len(model.calls) == 1
+    assert in_flight.used == 60  # the reply has no usage until its run finishes
+    assert after.used == 60 + USAGE.total_tokens and after.exceeded and after.remaining == 0
+    with pytest.raises(quotas.QuotaExceeded):
+        await runs.start_run(user=user, conversation=conversation, content="Again")
+
+
+@pytest.mark.django_db
+def test_profile_budget_overrides_the_site_default(user, settings):
+    settings.AGENTS_DAILY_TOKEN_BUDGET = 100
+    spent_today(user, 150)
+    assert quotas.quota_status(user=user).exceeded
+
+    Profile.objects.create(user=user, daily_token_budget=1000)
+    assert quotas.quota_status(user=user).remaining == 850
+
+    Profile.objects.filter(user=user).update(daily_token_budget=0)  # 0: unlimited
+    assert quotas.check_quota(user=user).unlimited
+
+
+@pytest.mark.django_db
+def test_site_budget_zero_means_unlimited(user, settings):
+    settings.AGENTS_DAILY_TOKEN_BUDGET = 0
+    spent_today(user, 10_000_000)
+    status = quotas.check_quota(user=user)
+    assert status.unlimited and status.remaining is None
+
+
+@pytest.mark.django_db
+def test_only_todays_usage_of_this_user_counts(user, other_user, settings):
+    settings.AGENTS_DAILY_TOKEN_BUDGET = 100
+    start_of_today, resets_at = quotas.day_window()
+    finished_reply(owner=user, total_tokens=500, age=timezone.now() - start_of_today + timedelta(seconds=1))
+    spent_today(other_user, 500)
+    spent_today(user, 30)
+
+    status = quotas.quota_status(user=user)
+    assert status.used == 30 and status.remaining == 70
+    assert resets_at - start_of_today == timedelta(days=1) and resets_at > timezone.now()
+
+
+@pytest.mark.django_db
+def test_a_finished_run_counts_through_its_stored_reply(user, settings):
+    settings.AGENTS_DAILY_TOKEN_BUDGET = 100
+    run = RunFactory(conversation=ConversationFactory(owner=user), status=Run.Status.RUNNING, finished_at=None)
+    Message.objects.create(conversation=run.conversation, run=run, role="assistant", status="streaming")
+    assert quotas.quota_status(user=user).used == 0
+
+    services.run_finish(
+        run=run,
+        outcome=services.RunOutcome(
+            status=Run.Status.COMPLETED, content="ok", agent_name="Assistant", model="gpt-4.1-mini",
+            usage={"requests": 1, "input_tokens": 90, "output_tokens": 20, "total_tokens": 110},
+        ),
+    )
+    assert quotas.quota_status(user=user).exceeded
+    assert UsageRecord.objects.get(run=run).total_tokens == 110
+
+
+@pytest.mark.django_db
+def test_chat_page_shows_the_remaining_budget_and_explains_a_refusal(client, user, settings):
+    settings.AGENTS_MODEL_PROVIDER = "scripted"
+    settings.AGENTS_DAILY_TOKEN_BUDGET = 1000
+    client.force_login(user)
+    reply = spent_today(user, 400)
+    url = reverse("chat:conversation_detail", args=[reply.conversation.public_id])
+
+    page = client.get(url).content.decode()
+    assert 'data-remaining="600"' in page and "600 tokens left today" in page
+    assert 'data-role="quota"' not in page
+
+    spent_today(user, 600)
+    page = client.get(url).content.decode()
+    assert "0 tokens left today" in page
+    assert "You have used your 1,000 tokens for today. Your budget resets at 00:00" in page
