@@ -3,6 +3,7 @@ import json
 from django.contrib import admin
 from django.utils.html import format_html
 
+from agents_app.items import text_of
 from agents_app.models import AgentSession, SessionItem
 
 
@@ -14,11 +15,7 @@ def _summary(payload: str) -> str:
     item = json.loads(payload)
     kind = item.get("type") or "message"
     if kind == "message" or "role" in item:
-        content = item.get("content")
-        text = content if isinstance(content, str) else " ".join(
-            part.get("text", "") for part in content or [] if isinstance(part, dict)
-        )
-        return f"{item.get('role')}: {text[:120]}"
+        return f"{item.get('role')}: {text_of(item.get('content'))[:120]}"
     if kind == "function_call":
         return f"call {item.get('name')}({item.get('arguments', '')[:80]}) [{item.get('call_id')}]"
     if kind == "function_call_output":

@@ -26,6 +26,7 @@ from agents import (
 from pydantic import BaseModel
 
 from agents_app.context import ChatContext
+from agents_app.items import text_of
 
 # Well under the socket's CHAT_MAX_MESSAGE_CHARS: that one protects the server, this one the
 # agents (long pastes carry injected instructions and cost tokens on every later turn).
@@ -33,14 +34,6 @@ MAX_AGENT_INPUT_CHARS = 4000
 
 
 # --- reading the SDK's input ----------------------------------------------------------
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
-    return ""
-
-
 def latest_user_text(input: str | list[TResponseInputItem]) -> str:
     """The message this run answers. With a session the guardrail receives the whole history;
     earlier turns were checked when they were sent."""
@@ -48,7 +41,7 @@ def latest_user_text(input: str | list[TResponseInputItem]) -> str:
         return input
     for item in reversed(input):
         if isinstance(item, dict) and item.get("role") == "user":
-            return _text(item.get("content"))
+            return text_of(item.get("content"))
     return ""
 
 
@@ -59,9 +52,9 @@ def recent_conversation(input: str | list[TResponseInputItem], *, messages: int 
     if isinstance(input, str):
         return f"User: {input}"
     lines = [
-        f"{item['role'].capitalize()}: {_text(item.get('content')).strip()}"
+        f"{item['role'].capitalize()}: {text_of(item.get('content')).strip()}"
         for item in input
-        if isinstance(item, dict) and item.get("role") in ("user", "assistant") and _text(item.get("content")).strip()
+        if isinstance(item, dict) and item.get("role") in ("user", "assistant") and text_of(item.get("content")).strip()
     ]
     return "\n".join(lines[-messages:])
 
@@ -145,7 +138,7 @@ def find_secret(text: str) -> str | None:
     return next((kind for kind, pattern in SECRET_PATTERNS.items() if pattern.search(text)), None)
 
 
-def _output_text(output: Any) -> str:
+def _outputtext_of(output: Any) -> str:
     if isinstance(output, BaseModel):
         return output.model_dump_json()
     return output if isinstance(output, str) else str(output)
@@ -155,7 +148,7 @@ def _output_text(output: Any) -> str:
 async def no_secrets(
     ctx: RunContextWrapper[ChatContext], agent: Agent[ChatContext], output: Any
 ) -> GuardrailFunctionOutput:
-    kind = find_secret(_output_text(output))
+    kind = find_secret(_outputtext_of(output))
     if kind:
         # Never echo the match: the message is shown to the user and stored.
         return _blocked(

@@ -37,20 +37,14 @@ from agents.testing import ModelStep, ScriptedModel, assistant_message, function
 from agents.tool import FunctionTool, Tool
 from agents.usage import Usage
 
+from agents_app.items import text_of
+
 DIRECTIVE = re.compile(r"\[\[(\w+)(?::([^\s\]]+))?(?:\s+(.*?))?\]\]", re.S)
 _REQUEST = httpx2.Request("POST", "http://scripted.invalid/v1/responses")
 
 
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
-    return ""
-
-
 def _user_texts(items: list[TResponseInputItem]) -> list[str]:
-    return [_text_of(item.get("content")) for item in items if item.get("role") == "user"]
+    return [text_of(item.get("content")) for item in items if item.get("role") == "user"]
 
 
 def _estimate_tokens(text: str) -> int:

@@ -25,9 +25,9 @@ import uuid
 from typing import Any, TextIO
 
 from channels.layers import get_channel_layer
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from accounts.selectors import user_for_command
 from agents_app import providers
 from agents_app.registry import UnknownAgent, get_spec
 from chat import quotas, runs, services
@@ -49,7 +49,7 @@ class Command(BaseCommand):
         parser.add_argument("--conversation", help="Continue this conversation (its id, as in the page's URL).")
 
     def handle(self, *args, user, agent, conversation, **options):
-        owner = self._user(user)
+        owner = user_for_command(user)
         try:
             providers.provider_name()
         except providers.ProviderNotConfigured as exc:
@@ -66,12 +66,6 @@ class Command(BaseCommand):
         )
         asyncio.run(TerminalChat(out=self.stdout, stdin=stdin, user=owner, conversation=chat).run())
 
-    def _user(self, identifier: str):
-        User = get_user_model()
-        found = User.objects.filter(email__iexact=identifier).first() or User.objects.filter(username=identifier).first()
-        if found is None:
-            raise CommandError(f"No user {identifier!r}.")
-        return found
 
     def _conversation(self, owner, *, agent_key: str | None, public_id: str | None) -> Conversation:
         if public_id:

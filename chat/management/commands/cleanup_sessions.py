@@ -14,13 +14,13 @@ Conversations with a run in flight are never touched, and active runs never go.
 
 from datetime import datetime
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.db.models import F, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from accounts.selectors import user_for_command
 from agents_app.models import AgentSession, SessionItem, SpanRecord, TraceRecord
 from chat.durations import parse_duration
 from chat.models import Conversation, Run
@@ -56,7 +56,7 @@ class Command(BaseCommand):
             for name, value in (("sessions", older_than), ("runs", runs_older_than), ("traces", traces_older_than))
             if value
         }
-        owner = self._user(user) if user else None
+        owner = user_for_command(user) if user else None
         self.verbose = options["verbosity"] >= 2
         self.verb = "Would remove" if dry_run else "Removed"
 
@@ -151,9 +151,3 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(str(exc)) from None
 
-    def _user(self, identifier: str):
-        User = get_user_model()
-        found = User.objects.filter(email__iexact=identifier).first() or User.objects.filter(username=identifier).first()
-        if found is None:
-            raise CommandError(f"No user {identifier!r}.")
-        return found

@@ -8,10 +8,10 @@ users' usage page. Costs are USD; "≥ $x, some costs unknown" marks totals that
 runs on a model without a price. Deleted conversations and regenerated replies still count.
 """
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from accounts.selectors import user_for_command
 from chat.durations import parse_duration
 from chat.usage import GROUPINGS, to_csv, usage_by, usage_records, usage_totals
 
@@ -41,7 +41,7 @@ class Command(BaseCommand):
             start = timezone.now() - parse_duration(since)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
-        records = usage_records(since=start, user=self._user(user) if user else None, agent=agent)
+        records = usage_records(since=start, user=user_for_command(user) if user else None, agent=agent)
         rows = usage_by(records, by=by)
         total = usage_totals(records)
         if csv:
@@ -58,9 +58,3 @@ class Command(BaseCommand):
             cells = [line[0].ljust(widths[0]), *(cell.rjust(width) for cell, width in zip(line[1:], widths[1:]))]
             self.stdout.write("  ".join(cells).rstrip())
 
-    def _user(self, identifier: str):
-        User = get_user_model()
-        found = User.objects.filter(email__iexact=identifier).first() or User.objects.filter(username=identifier).first()
-        if found is None:
-            raise CommandError(f"No user {identifier!r}.")
-        return found
