@@ -157,12 +157,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def on_approval_decide(self, frame: dict[str, Any], request_id: str | None) -> None:
         conversation = await self.own_conversation(frame)
         call_id = protocol.required_str(frame, "call_id")
-        approve = frame.get("approve")
-        if not isinstance(approve, bool):
-            raise FrameError("invalid_field", "'approve' must be true or false.")
-        reason = frame.get("reason") or ""
-        if not isinstance(reason, str) or len(reason) > 1000:
-            raise FrameError("invalid_field", "'reason' must be a string of at most 1000 characters.")
+        approve, reason = protocol.approval_decision(frame)
         await self.watch(conversation)
         try:
             await runs.decide_approval(
@@ -191,18 +186,24 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def chat_event(self, message: dict[str, Any]) -> None:
         await self.forward(message["event"])
 
-    async def forward(self, event: dict[str, Any]) -> None:
+    async def forward(self, event: dict[str, Any], *, replaying: bool = False) -> None:
         run, seq = event.get("run"), event.get("seq")
         if run and seq:
-            if seq <= self.sent_seq.get(run, 0):
+            sent = self.sent_seq.get(run, 0)
+            if seq <= sent:
                 return  # already sent from the replay buffer
+            if sent and seq > sent + 1 and not replaying:
+                # The layer dropped events for this socket (a full channel): fill the gap from
+                # the replay buffer, which sends this event too, in order.
+                await self.replay(run, after=sent)
+                return
             self.sent_seq[run] = seq
         await self.send_json(event)
 
     async def replay(self, run_id: str, *, after: int) -> None:
         self.sent_seq[run_id] = max(self.sent_seq.get(run_id, 0), after)
         for event in await event_buffer().read(run_id, after=after):
-            await self.forward(event)
+            await self.forward(event, replaying=True)
 
     # --- helpers -------------------------------------------------------------
     async def own_conversation(self, frame: dict[str, Any]) -> Conversation:

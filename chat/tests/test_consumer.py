@@ -422,3 +422,24 @@ async def test_responses_api_is_the_default_for_openai(settings):
     assert resolved.label == "gpt-4.1-mini"
     assert isinstance(resolved.settings, ModelSettings) and resolved.settings.retry is not None
 
+
+
+async def test_events_the_layer_dropped_are_refilled_from_the_buffer_in_order(user, conversation):
+    from chat.streams import RunStream, event_buffer
+
+    ws = await connect(user)
+    await ws.send_json_to({"type": "conversation.open", "conversation": str(conversation.public_id)})
+    await ws.receive_json_from()  # conversation.state
+    stream = RunStream(conversation_id=str(conversation.public_id), run_id="run-x", group=conversation.group_name)
+    await stream.publish({"type": "message.delta", "delta": "one "})
+    # The next two never reach this socket's channel (as when the layer's channel is full)...
+    for delta in ("two ", "three "):
+        stream.seq += 1
+        await event_buffer().append("run-x", {"type": "message.delta", "delta": delta, "conversation": stream.conversation_id, "run": "run-x", "seq": stream.seq})
+    # ...and the following one does.
+    await stream.publish({"type": "message.delta", "delta": "four"})
+    received = [await ws.receive_json_from() for _ in range(4)]
+    await ws.disconnect()
+
+    assert [e["seq"] for e in received] == [1, 2, 3, 4]
+    assert "".join(e["delta"] for e in received) == "one two three four"
