@@ -346,6 +346,7 @@ class RunExecutor:
         events = [{"type": "approval.requested", **approval} for approval in approvals]
         events.append({"type": "run.paused", "status": Run.Status.AWAITING_APPROVAL})
         outcome = self._outcome(transcript, status=Run.Status.AWAITING_APPROVAL, error="", structured=None, model=model_label)
+        await self.stream.flush()
         # The seq of the events announced below is reserved now, so a process that resumes
         # this run continues after them.
         outcome.last_seq = self.stream.seq + len(events)
@@ -417,6 +418,7 @@ class RunExecutor:
             await history.close_turn(session.session_id, mark=mark, ending=history.ending_for(status, partial, error))
 
     async def _finish(self, outcome: services.RunOutcome) -> None:
+        await self.stream.flush()
         outcome.events = self.events + [{"type": "run.finished", "status": outcome.status, "error": outcome.error}]
         outcome.last_seq = self.stream.seq + 3  # the three events published below
         reply = await sync_to_async(services.run_finish)(run=self.run, outcome=outcome)

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 # Long enough for a reconnect after a run ends; the database has everything after that.
 FINISHED_TTL_SECONDS = 120
 ACTIVE_TTL_SECONDS = 3600
+# Queued events beyond which consecutive text deltas are merged before sending.
+MERGE_BACKLOG = 16
 
 
 class MemoryBuffer:
@@ -142,17 +144,45 @@ class RunStream:
         self.seq = last_seq
         self._buffer = event_buffer()
         self._failing = False
-        # Tools publish progress while the run loop publishes its own events: one at a time, or
-        # a later-numbered event can overtake an earlier one and sockets drop the earlier one.
-        self._publishing = asyncio.Lock()
+        self._pending: list[dict[str, Any]] = []
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._sender: asyncio.Task | None = None
 
     async def publish(self, event: dict[str, Any]) -> dict[str, Any]:
-        async with self._publishing:
-            return await self._publish(event)
+        """Queue `event` to be sent, in order, by this stream's sender task.
 
-    async def _publish(self, event: dict[str, Any]) -> dict[str, Any]:
-        self.seq += 1
-        event = {**event, "conversation": self.conversation_id, "run": self.run_id, "seq": self.seq}
+        The run never waits for Redis: it queues and goes on. One sender keeps the order even
+        when tools publish progress while the run loop publishes its own events. When the
+        sender falls more than MERGE_BACKLOG events behind, the text deltas queued meanwhile go
+        out merged, so under load a socket gets fewer, larger deltas instead of an ever-growing
+        delay (a normal stream never falls that far behind and goes out token by token). The
+        returned dict gets its `seq` once sent."""
+        event = {**event, "conversation": self.conversation_id, "run": self.run_id}
+        self._pending.append(event)
+        if self._idle.is_set():
+            self._idle.clear()
+            self._sender = asyncio.create_task(self._send_pending())
+        return event
+
+    async def flush(self) -> None:
+        """Wait until every queued event is sent (before anything depends on `seq`)."""
+        await self._idle.wait()
+
+    async def _send_pending(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                if len(batch) > MERGE_BACKLOG:
+                    batch = _merge_deltas(batch)
+                for item in batch:
+                    self.seq += 1
+                    item["seq"] = self.seq
+                    await self._send(item)
+        finally:
+            self._idle.set()
+
+    async def _send(self, event: dict[str, Any]) -> None:
         try:
             # Buffer first: a socket that joins between these two lines replays it from the buffer.
             await self._buffer.append(self.run_id, event)
@@ -165,10 +195,20 @@ class RunStream:
             self._failing = True
         else:
             self._failing = False
-        return event
 
     async def close(self) -> None:
+        await self.flush()
         try:
             await self._buffer.finish(self.run_id)
         except Exception as exc:
             log.warning("run %s: could not expire its event buffer (%r)", self.run_id, exc)
+
+
+def _merge_deltas(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    merged: list[dict[str, Any]] = []
+    for event in events:
+        if event["type"] == "message.delta" and merged and merged[-1]["type"] == "message.delta":
+            merged[-1] = {**merged[-1], "delta": merged[-1]["delta"] + event["delta"]}
+        else:
+            merged.append(event)
+    return merged

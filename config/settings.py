@@ -105,11 +105,16 @@ if REDIS_URL:
     from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
     from redis.retry import Retry
 
-    # After a Redis restart, pooled connections are dead: retry on a fresh connection instead
-    # of failing the first command on each of them.
     REDIS_ASYNC_OPTIONS = {
+        # After a Redis restart, pooled connections are dead: retry on a fresh connection
+        # instead of failing the first command on each of them.
         "retry_on_error": [RedisConnectionError, RedisTimeoutError],
         "retry": AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), 3),
+        # redis-py 8 reads with a 5 s timeout by default, the same as channels-redis's blocking
+        # BZPOPMIN: under load the reply lands just after it and the socket dies. Keep reads
+        # well above it; keepalive still detects dead connections.
+        "socket_timeout": 30,
+        "socket_keepalive": True,
     }
     CHANNEL_LAYERS = {
         "default": {

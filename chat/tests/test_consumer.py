@@ -432,12 +432,14 @@ async def test_events_the_layer_dropped_are_refilled_from_the_buffer_in_order(us
     await ws.receive_json_from()  # conversation.state
     stream = RunStream(conversation_id=str(conversation.public_id), run_id="run-x", group=conversation.group_name)
     await stream.publish({"type": "message.delta", "delta": "one "})
+    await stream.flush()
     # The next two never reach this socket's channel (as when the layer's channel is full)...
     for delta in ("two ", "three "):
         stream.seq += 1
         await event_buffer().append("run-x", {"type": "message.delta", "delta": delta, "conversation": stream.conversation_id, "run": "run-x", "seq": stream.seq})
     # ...and the following one does.
     await stream.publish({"type": "message.delta", "delta": "four"})
+    await stream.flush()
     received = [await ws.receive_json_from() for _ in range(4)]
     await ws.disconnect()
 
