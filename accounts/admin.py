@@ -4,7 +4,8 @@ from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 
-from accounts.models import Profile, UsageRecord
+from accounts.models import ApiToken, Profile, UsageRecord
+from accounts.services import api_token_revoke
 from chat import quotas
 
 User = get_user_model()
@@ -80,3 +81,39 @@ class UsageRecordAdmin(admin.ModelAdmin):
         if obj.cost is None:
             return "unknown" if obj.total_tokens else "—"
         return format_cost(obj.cost)
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Read-only: staff see who holds which token and can revoke one, never create or read a
+    secret (only its hash is stored, and it is not shown)."""
+
+    list_display = ("name", "owner", "display_prefix", "created_at", "last_used_at", "expires_at", "state")
+    list_filter = (("revoked_at", admin.EmptyFieldListFilter), "created_at", "last_used_at")
+    list_select_related = ("owner",)
+    search_fields = ("name", "prefix", "owner__email")
+    raw_id_fields = ("owner",)
+    fields = ("name", "owner", "display_prefix", "created_at", "last_used_at", "expires_at", "revoked_at")
+    readonly_fields = fields
+    actions = ["revoke_tokens"]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # the secret is shown to the user who creates it, on their own page
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # revoke instead: the row says who used what, and when
+
+    @admin.display(description="Token")
+    def display_prefix(self, obj) -> str:
+        return obj.display_prefix
+
+    @admin.display(description="State")
+    def state(self, obj) -> str:
+        return "revoked" if obj.is_revoked else "expired" if obj.is_expired else "active"
+
+    @admin.action(description="Revoke selected tokens", permissions=["change"])
+    def revoke_tokens(self, request, queryset) -> None:
+        tokens = list(queryset.filter(revoked_at__isnull=True))
+        for token in tokens:
+            api_token_revoke(token=token)
+        self.message_user(request, f"Revoked {len(tokens)} token{'s' if len(tokens) != 1 else ''}.")

@@ -181,8 +181,7 @@ async def main() -> None:
     rss_before = current_rss_mb()
     model = local.get_model()
     started = time.monotonic()
-    model.backend.load()
-    model._loaded = True
+    model.load()  # on the model's worker thread, where every generation runs
     print(f"load: {time.monotonic() - started:.2f}s, RSS {rss_before:.0f} -> {current_rss_mb():.0f} MB")
 
     llm = model.backend._llm

@@ -64,3 +64,14 @@ def optional_seq(frame: dict[str, Any]) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise FrameError("invalid_field", "'seq' must be a non-negative integer.")
     return value
+
+
+def approval_decision(frame: dict[str, Any]) -> tuple[bool, str]:
+    """`approve` (a bool) and the optional `reason` of an approval decision."""
+    approve = frame.get("approve")
+    if not isinstance(approve, bool):
+        raise FrameError("invalid_field", "'approve' must be true or false.")
+    reason = frame.get("reason") or ""
+    if not isinstance(reason, str) or len(reason) > 1000:
+        raise FrameError("invalid_field", "'reason' must be a string of at most 1000 characters.")
+    return approve, reason

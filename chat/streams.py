@@ -41,6 +41,8 @@ class MemoryBuffer:
             self._expires.pop(run_id, None)
 
     async def append(self, run_id: str, event: dict[str, Any]) -> None:
+        # A run resumed after an approval appends again: it is live, not finished.
+        self._expires.pop(run_id, None)
         self._events.setdefault(run_id, []).append(event)
 
     async def read(self, run_id: str, *, after: int = 0) -> list[dict[str, Any]]:
@@ -85,9 +87,15 @@ class RedisBuffer:
             await pipe.execute()
 
     async def read(self, run_id: str, *, after: int = 0) -> list[dict[str, Any]]:
-        # seq n is stored at index n-1.
-        raw = await self._client().lrange(self._key(run_id), after, -1)
-        return [json.loads(item) for item in raw]
+        # The list is in seq order but need not start at 1: a run resumed after its buffer
+        # expired (a long approval wait) starts a new list. Skip by the first stored seq.
+        key = self._key(run_id)
+        first = await self._client().lindex(key, 0)
+        if first is None:
+            return []
+        start = max(after - json.loads(first)["seq"] + 1, 0)
+        events = [json.loads(item) for item in await self._client().lrange(key, start, -1)]
+        return [event for event in events if event["seq"] > after]
 
     async def finish(self, run_id: str) -> None:
         await self._client().expire(self._key(run_id), FINISHED_TTL_SECONDS)

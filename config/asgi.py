@@ -10,11 +10,17 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from accounts.asgi import BearerTokenAuthMiddleware  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        # Browsers: allowed Origin, then the session. Non-browser clients: `Authorization: Bearer`
+        # with an API token, no Origin needed (accounts/asgi.py says why that is safe).
+        "websocket": BearerTokenAuthMiddleware(
+            URLRouter(websocket_urlpatterns),
+            otherwise=AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        ),
     }
 )

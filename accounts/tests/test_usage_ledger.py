@@ -18,10 +18,15 @@ def test_replies_stored_before_the_ledger_are_backfilled_once_each():
 
     executor = MigrationExecutor(connection)
     executor.migrate([("accounts", "0001_profile")])
-    executor = MigrationExecutor(connection)
-    executor.migrate([("accounts", "0002_usage_record")])
+    try:
+        executor = MigrationExecutor(connection)
+        executor.migrate([("accounts", "0002_usage_record")])
+        records = list(UsageRecord.objects.order_by("pk"))
+    finally:
+        # Back to the latest schema: later migrations (0003_api_tokens…) must exist for the next tests.
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
 
-    records = list(UsageRecord.objects.order_by("pk"))
     assert [(r.run_id, r.total_tokens, r.cost, r.model) for r in records] == [
         (run.pk, 77, None, "mystery"), (None, 5, without_run.cost, "gpt-4.1-mini"),
     ]

@@ -3,22 +3,27 @@
 - Input items become a Qwen2.5 chatml prompt (`chatml`); the tools are described in the
   system prompt, and the model's text is turned into real function calls (`toolcalls`).
 - Tools are withheld on the turn right after a tool result: the 1.5B otherwise tends to call
-  the same tool again instead of answering. A repeat of an answered call is dropped anyway.
-- Inference runs on one worker thread per process; requests queue first come first served
-  and report `queued` (with their position) and then `generating` through
-  `agents_app.progress`. Cancelling the awaiting task stops generation between tokens.
-- The stream is Responses-shaped: created, in_progress, a message item with one
-  `response.output_text.delta` per released text piece, function-call items, and always a
-  final `response.completed` carrying the usage.
+  the same tool again instead of answering. A repeat of an answered call is dropped (and a
+  reply made only of repeats is generated again, with the tool exchange as plain text).
+- Inference runs on one long-lived worker thread per process, never on the event loop;
+  requests queue first come first served and report `queued` (with their position) and
+  then `generating` through `agents_app.progress`. Cancelling the awaiting task (or closing
+  the stream) stops generation at the next token and frees the model for the next request.
+- The stream is Responses-shaped: created, in_progress, a message item whose text arrives
+  as `response.output_text.delta` events (the first token at once, then chunks of the
+  tokens generated in each `emit_interval`), function-call items, and always a final
+  `response.completed` carrying the usage.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import contextlib
 import json
 import logging
+import queue
 import threading
 import time
 import uuid
@@ -71,6 +76,7 @@ from agents_app.local.toolcalls import (
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_TOKENS = 1024
+EMIT_INTERVAL = 0.1  # seconds between text deltas at most (~3 tokens at 30 tokens/s)
 # Said in place of the tool list on the turn right after a tool result.
 WITHHELD_NOTE = (
     "\n\nThe results of the functions you called are in <tool_response></tool_response> tags. "
@@ -387,12 +393,29 @@ def response_usage(stats: GenerationStats) -> ResponseUsage:
 
 
 class LocalModel(Model):
-    def __init__(self, backend: Backend, *, label: str, default_max_tokens: int = DEFAULT_MAX_TOKENS) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        label: str,
+        default_max_tokens: int = DEFAULT_MAX_TOKENS,
+        emit_interval: float = EMIT_INTERVAL,
+    ) -> None:
         self.backend = backend
         self.label = label
         self.default_max_tokens = default_max_tokens
+        self.emit_interval = emit_interval
         self.slot = GenerationSlot()
-        self._running: tuple[threading.Event, threading.Thread] | None = None
+        # One long-lived worker thread runs every generation (and the load): llama.cpp's
+        # OpenMP threads then form one team for the whole process. A daemon thread, so an
+        # unfinished generation never holds up the process's exit (`shutdown` stops it).
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._worker: threading.Thread | None = None
+        self._worker_lock = threading.Lock()
+        self._current_cancel: threading.Event | None = None
+        self._pending = 0
+        self._idle = threading.Event()
+        self._idle.set()
         _instances.add(self)
         self._loaded = False
 
@@ -594,11 +617,8 @@ class LocalModel(Model):
         submitted = False
         try:
             await progress.report("generating", loading=not self._loaded)
-            # A daemon thread: a generation in progress never holds up the process's exit
-            # (`shutdown` stops it first, then frees the model).
-            worker = threading.Thread(target=self._work, args=(request, cancel, emit), name="local-model", daemon=True)
-            self._running = (cancel, worker)
-            worker.start()
+            self._current_cancel = cancel
+            self._submit(lambda: self._work(request, cancel, emit))
             submitted = True
             while True:
                 kind, payload = await events.get()
@@ -615,15 +635,16 @@ class LocalModel(Model):
     def _work(self, request: GenerationRequest, cancel: threading.Event, emit: Callable[[str, Any], None]) -> None:
         """On the worker thread: fit the prompt, generate, report; always free the slot."""
         try:
-            if not self._loaded:
-                started = time.monotonic()
-                self.backend.load()
-                self._loaded = True
-                logger.info("Loaded %s in %.1fs", self.label, time.monotonic() - started)
+            self._ensure_loaded()
             tokens, max_tokens = self.fit_prompt(request)
             stopper = StopFilter(request.stops)
             stats: GenerationStats | None = None
             pieces = 0
+            # Tokens are sent to the event loop at most every `emit_interval` (the first at
+            # once): each wake-up of the loop steals a core from llama.cpp's threads on a
+            # small machine; one per token costs ~20% of the decoding speed.
+            pending: list[str] = []
+            last_emit = 0.0
             generator = self.backend.generate(
                 tokens,
                 max_tokens=max_tokens,
@@ -642,17 +663,20 @@ class LocalModel(Model):
                     if cancel.is_set():
                         break
                     pieces += 1
-                    text = stopper.feed(piece)
-                    if text:
-                        emit("text", text)
+                    pending.append(stopper.feed(piece))
+                    now = time.monotonic()
+                    if now - last_emit >= self.emit_interval and any(pending):
+                        emit("text", "".join(pending))
+                        pending.clear()
+                        last_emit = now
                     if stopper.stopped:
                         break
             finally:
                 if isinstance(generator, Generator):
                     generator.close()
-            tail = stopper.finish()
-            if tail:
-                emit("text", tail)
+            pending.append(stopper.finish())
+            if any(pending):
+                emit("text", "".join(pending))
             if stats is None:
                 stats = GenerationStats(
                     completion_tokens=pieces, finish_reason="cancelled" if cancel.is_set() else "stop"
@@ -689,21 +713,61 @@ class LocalModel(Model):
             messages = shorter
         return tokens, max(1, min(request.max_tokens, n_ctx - len(tokens) - 1))
 
+    def load(self, timeout: float | None = None) -> None:
+        """Load the weights now, on the worker thread (e.g. at startup or in a benchmark),
+        instead of during the first request."""
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def job() -> None:
+            try:
+                self._ensure_loaded()
+                done.set_result(None)
+            except BaseException as error:  # noqa: BLE001 - handed to the caller
+                done.set_exception(error)
+
+        self._submit(job)
+        done.result(timeout)
+
+    def _ensure_loaded(self) -> None:
+        if not self._loaded:
+            started = time.monotonic()
+            self.backend.load()
+            self._loaded = True
+            logger.info("Loaded %s in %.1fs", self.label, time.monotonic() - started)
+
+    def _submit(self, job: Callable[[], None]) -> None:
+        with self._worker_lock:
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._serve, name="local-model", daemon=True)
+                self._worker.start()
+            self._pending += 1
+            self._idle.clear()
+        self._jobs.put(job)
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                job()
+            finally:
+                with self._worker_lock:
+                    self._pending -= 1
+                    if self._pending == 0:
+                        self._idle.set()
+
     async def close(self) -> None:
         """Stop the generation in progress, if any; the model stays usable."""
-        running = self._running
-        if running is not None:
-            running[0].set()
+        if self._current_cancel is not None:
+            self._current_cancel.set()
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """At process exit: stop generating, wait for the worker, free the weights."""
-        running = self._running
-        if running is not None:
-            running[0].set()
-            running[1].join(timeout)
-        close = getattr(self.backend, "close", None)
-        if close is not None and (running is None or not running[1].is_alive()):
-            close()
+        if self._current_cancel is not None:
+            self._current_cancel.set()
+        if self._idle.wait(timeout):
+            self._jobs.put(None)
+            close = getattr(self.backend, "close", None)
+            if close is not None:
+                close()
 
 
 _instances: weakref.WeakSet[LocalModel] = weakref.WeakSet()

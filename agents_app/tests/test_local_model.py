@@ -99,7 +99,7 @@ async def run_and_collect(agent: Agent, input: Any) -> tuple[Any, list[Any]]:
 
 async def test_tool_call_turn_then_answer_turn_with_tools_withheld_through_the_runner():
     backend = FakeBackend([CALL_PIECES, ANSWER_PIECES])
-    model = LocalModel(backend, label="local/test")
+    model = LocalModel(backend, label="local/test", emit_interval=0.0)
 
     result, events = await run_and_collect(make_agent(model), "What time is it in UTC?")
 
@@ -126,6 +126,18 @@ async def test_tool_call_turn_then_answer_turn_with_tools_withheld_through_the_r
     assert usage.total_tokens == usage.input_tokens + usage.output_tokens
     assert backend.loads == 1
     assert backend.threads and all(name.startswith("local-model") for name in backend.threads)
+
+
+async def test_tokens_are_sent_at_once_then_batched_while_they_come_faster_than_the_interval():
+    backend = FakeBackend([ANSWER_PIECES])
+    model = LocalModel(backend, label="local/test", emit_interval=60.0)
+
+    _, events = await run_and_collect(make_agent(model, tools=[]), "Time?")
+
+    deltas = [
+        e.data.delta for e in events if e.type == "raw_response_event" and e.data.type == "response.output_text.delta"
+    ]
+    assert deltas == ["It", " is 14:05 in UTC."]  # the first token without delay, the rest as one chunk
 
 
 async def test_each_response_is_a_complete_responses_stream():
@@ -436,3 +448,41 @@ def test_kv_snapshots_are_found_by_longest_shared_prefix_and_evicted_oldest_firs
     assert cache.best([5, 5]) is None
     cache.add((7, 7, 7), b"1234")  # over budget: the least recently used entry (1, 9) goes
     assert cache.best([1, 9]).tokens == (1, 2, 3, 4, 5)
+
+
+async def test_shutdown_at_exit_stops_a_running_generation_and_frees_the_backend():
+    class Closable(FakeBackend):
+        closed = False
+
+        def close(self):
+            self.closed = True
+
+    backend = Closable([["word "] * 2000], delay=0.01)
+    model = LocalModel(backend, label="local/test")
+    run = asyncio.create_task(run_and_collect(make_agent(model, tools=[]), "Talk"))
+    while not backend.yielded:
+        await asyncio.sleep(0.01)
+
+    started = time.monotonic()
+    await asyncio.to_thread(model.shutdown, 5.0)
+
+    assert time.monotonic() - started < 1.0
+    assert backend.active == 0 and backend.closed
+    run.cancel()
+    await asyncio.gather(run, return_exceptions=True)
+
+
+async def test_preloading_loads_once_on_the_worker_thread():
+    class Recording(FakeBackend):
+        def load(self):
+            super().load()
+            self.threads.add(threading.current_thread().name)
+
+    backend = Recording([["Hi."]])
+    model = LocalModel(backend, label="local/test")
+
+    await asyncio.to_thread(model.load, 5)
+    await run_and_collect(make_agent(model, tools=[]), "Hello")
+
+    assert backend.loads == 1
+    assert backend.threads == {"local-model"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 
 import pytest
 from agents import ModelSettings
@@ -430,13 +431,16 @@ async def test_events_the_layer_dropped_are_refilled_from_the_buffer_in_order(us
     ws = await connect(user)
     await ws.send_json_to({"type": "conversation.open", "conversation": str(conversation.public_id)})
     await ws.receive_json_from()  # conversation.state
-    stream = RunStream(conversation_id=str(conversation.public_id), run_id="run-x", group=conversation.group_name)
+    run_id = f"run-{uuid.uuid4()}"  # Redis keeps buffers between test runs
+    stream = RunStream(conversation_id=str(conversation.public_id), run_id=run_id, group=conversation.group_name)
     await stream.publish({"type": "message.delta", "delta": "one "})
     await stream.flush()
     # The next two never reach this socket's channel (as when the layer's channel is full)...
     for delta in ("two ", "three "):
         stream.seq += 1
-        await event_buffer().append("run-x", {"type": "message.delta", "delta": delta, "conversation": stream.conversation_id, "run": "run-x", "seq": stream.seq})
+        await event_buffer().append(
+            run_id, {"type": "message.delta", "delta": delta, "conversation": stream.conversation_id, "run": run_id, "seq": stream.seq}
+        )
     # ...and the following one does.
     await stream.publish({"type": "message.delta", "delta": "four"})
     await stream.flush()
@@ -445,3 +449,20 @@ async def test_events_the_layer_dropped_are_refilled_from_the_buffer_in_order(us
 
     assert [e["seq"] for e in received] == [1, 2, 3, 4]
     assert "".join(e["delta"] for e in received) == "one two three four"
+
+
+async def test_replay_buffer_serves_a_run_resumed_after_its_buffer_expired():
+    from chat.streams import event_buffer
+
+    buffer = event_buffer()
+    run_id = f"run-{uuid.uuid4()}"
+    # Paused at seq 5 and the buffer expired; the resumed run continues at seq 6.
+    for seq in (6, 7, 8):
+        await buffer.append(run_id, {"type": "message.delta", "delta": str(seq), "run": run_id, "seq": seq})
+
+    assert [e["seq"] for e in await buffer.read(run_id, after=0)] == [6, 7, 8]
+    assert [e["seq"] for e in await buffer.read(run_id, after=6)] == [7, 8]
+    assert await buffer.read(run_id, after=8) == []
+    await buffer.finish(run_id)
+    await buffer.append(run_id, {"type": "message.delta", "delta": "9", "run": run_id, "seq": 9})
+    assert [e["seq"] for e in await buffer.read(run_id, after=7)] == [8, 9]  # appending revives it

@@ -1,0 +1,105 @@
+"""API tokens: creating, revoking and checking the bearer tokens of non-browser clients.
+
+A token reads `ac_<prefix>_<secret>`: `prefix` (10 hex characters) is public and finds the row,
+`secret` (43 URL-safe characters, 256 bits) proves possession. Only the SHA-256 of the whole
+token is stored. The secret has full entropy, so a plain hash is enough (no salt or slow hash
+needed), and the comparison is constant-time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from accounts.models import ApiToken
+
+TOKEN_SCHEME = "ac"
+PREFIX_BYTES = 5  # 10 hex characters
+SECRET_BYTES = 32
+# last_used_at is written at most this often per token: a busy client must not turn every
+# request into a write.
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class CreatedToken:
+    token: ApiToken
+    # The only time the full token exists outside the client: show it once, never store it.
+    secret: str
+
+
+def hash_token(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+@transaction.atomic
+def api_token_create(*, owner: AbstractBaseUser, name: str, expires_at: datetime | None = None) -> CreatedToken:
+    prefix = secrets.token_hex(PREFIX_BYTES)
+    while ApiToken.objects.filter(prefix=prefix).exists():  # 40 bits: practically never
+        prefix = secrets.token_hex(PREFIX_BYTES)
+    raw = f"{TOKEN_SCHEME}_{prefix}_{secrets.token_urlsafe(SECRET_BYTES)}"
+    token = ApiToken(owner=owner, name=name.strip(), prefix=prefix, token_hash=hash_token(raw), expires_at=expires_at)
+    token.full_clean()
+    token.save()
+    return CreatedToken(token=token, secret=raw)
+
+
+@transaction.atomic
+def api_token_revoke(*, token: ApiToken) -> ApiToken:
+    """Revoke a token (idempotent: the first revocation time stays)."""
+    locked = ApiToken.objects.select_for_update().get(pk=token.pk)
+    if locked.revoked_at is None:
+        locked.revoked_at = timezone.now()
+        locked.save(update_fields=["revoked_at"])
+    token.revoked_at = locked.revoked_at
+    return locked
+
+
+def split_token(raw: str) -> str | None:
+    """The prefix of a well-formed token, else None."""
+    parts = raw.split("_", 2)
+    if len(parts) != 3 or parts[0] != TOKEN_SCHEME or not parts[2]:
+        return None
+    prefix = parts[1]
+    if len(prefix) != PREFIX_BYTES * 2 or any(c not in "0123456789abcdef" for c in prefix):
+        return None
+    return prefix
+
+
+def api_token_authenticate(*, raw: str) -> AbstractBaseUser | None:
+    """The active owner of a usable token, else None (unknown, malformed, revoked, expired,
+    or an inactive user: all look the same to the client). Records when it was last used."""
+    prefix = split_token(raw)
+    if prefix is None:
+        return None
+    now = timezone.now()
+    token = ApiToken.objects.usable(now=now).select_related("owner").filter(prefix=prefix).first()
+    # Compare even when there is no row, so a miss and a wrong secret take the same time.
+    expected = token.token_hash if token is not None else hash_token("")
+    if not hmac.compare_digest(expected, hash_token(raw)) or token is None:
+        return None
+    if not token.owner.is_active:
+        return None
+    # A conditional update: no lost race, and no write within LAST_USED_RESOLUTION.
+    ApiToken.objects.filter(pk=token.pk).filter(
+        Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_RESOLUTION)
+    ).update(last_used_at=now)
+    return token.owner
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header value, else None."""
+    if not authorization:
+        return None
+    scheme, _, value = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()

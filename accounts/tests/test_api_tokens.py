@@ -1,0 +1,167 @@
+"""API tokens: created with the secret shown once and only its hash stored, checked in
+constant time, refused once revoked or expired; the tokens page and the staff admin."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from accounts.models import ApiToken
+from accounts.services import (
+    LAST_USED_RESOLUTION,
+    api_token_authenticate,
+    api_token_create,
+    api_token_revoke,
+    bearer_token,
+)
+from chat.tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_created_token_has_the_documented_shape_and_only_its_hash_is_stored(user):
+    created = api_token_create(owner=user, name="  laptop script ")
+
+    scheme, prefix, secret = created.secret.split("_", 2)
+    assert scheme == "ac" and prefix == created.token.prefix and len(prefix) == 10 and len(secret) >= 40
+    token = ApiToken.objects.get(pk=created.token.pk)
+    assert token.name == "laptop script" and token.owner == user
+    assert token.token_hash == hashlib.sha256(created.secret.encode()).hexdigest()
+    # Neither the token nor its secret part is in any column of the row.
+    row = ApiToken.objects.filter(pk=token.pk).values().get()
+    assert not any(secret in str(value) or created.secret in str(value) for value in row.values())
+
+
+def test_valid_token_authenticates_its_owner_and_records_last_use(user):
+    created = api_token_create(owner=user, name="ci")
+    assert created.token.last_used_at is None
+
+    assert api_token_authenticate(raw=created.secret) == user
+    first_use = ApiToken.objects.get(pk=created.token.pk).last_used_at
+    assert first_use is not None
+
+    # Within the resolution a second use does not write again; after it, it does.
+    assert api_token_authenticate(raw=created.secret) == user
+    assert ApiToken.objects.get(pk=created.token.pk).last_used_at == first_use
+    ApiToken.objects.filter(pk=created.token.pk).update(last_used_at=first_use - LAST_USED_RESOLUTION * 2)
+    assert api_token_authenticate(raw=created.secret) == user
+    assert ApiToken.objects.get(pk=created.token.pk).last_used_at > first_use - LAST_USED_RESOLUTION
+
+
+def test_revoked_expired_unknown_and_malformed_tokens_are_refused(user):
+    revoked = api_token_create(owner=user, name="old")
+    api_token_revoke(token=revoked.token)
+    expired = api_token_create(owner=user, name="short", expires_at=timezone.now() - timedelta(seconds=1))
+    good = api_token_create(owner=user, name="good")
+    wrong_secret = f"ac_{good.token.prefix}_{'x' * 43}"
+    unknown_prefix = "ac_0123456789_" + good.secret.split("_", 2)[2]
+
+    for raw in (revoked.secret, expired.secret, wrong_secret, unknown_prefix, "", "ac__", "bearer", good.secret.upper()):
+        assert api_token_authenticate(raw=raw) is None, raw
+    assert ApiToken.objects.get(pk=revoked.token.pk).last_used_at is None
+    assert api_token_authenticate(raw=good.secret) == user
+
+
+def test_token_of_a_deactivated_user_is_refused(user):
+    created = api_token_create(owner=user, name="x")
+    user.is_active = False
+    user.save()
+    assert api_token_authenticate(raw=created.secret) is None
+
+
+def test_revoking_twice_keeps_the_first_revocation_time(user):
+    created = api_token_create(owner=user, name="x")
+    first = api_token_revoke(token=created.token).revoked_at
+    assert api_token_revoke(token=created.token).revoked_at == first
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [("Bearer abc", "abc"), ("bearer  abc ", "abc"), ("Basic abc", None), ("Bearer", None), ("Bearer ", None), (None, None)],
+)
+def test_bearer_header_parsing(header, expected):
+    assert bearer_token(header) == expected
+
+
+# --- the page ------------------------------------------------------------------------
+def test_tokens_page_shows_a_new_token_once_and_lists_only_own_tokens(client, user, other_user):
+    api_token_create(owner=other_user, name="someone else's")
+    client.force_login(user)
+
+    response = client.post(reverse("accounts:api_tokens"), {"name": "my script", "expires": "30"})
+    assert response.status_code == 200 and response["Cache-Control"].startswith("max-age=0")
+    page = response.content.decode()
+    token = ApiToken.objects.get(owner=user)
+    secret = response.context["created"].secret
+    assert secret in page and token.prefix in page and "shown only this once" in page
+    assert token.expires_at is not None and token.expires_at > timezone.now() + timedelta(days=29)
+
+    again = client.get(reverse("accounts:api_tokens")).content.decode()
+    assert secret not in again and secret.split("_", 2)[2] not in again
+    assert "my script" in again and f"ac_{token.prefix}_" in again and "never" in again  # never used
+    assert "someone else" not in again
+
+
+def test_tokens_page_needs_sign_in_and_a_name(client, user):
+    assert client.get(reverse("accounts:api_tokens")).status_code == 302
+    client.force_login(user)
+    response = client.post(reverse("accounts:api_tokens"), {"name": ""})
+    assert response.status_code == 400 and not ApiToken.objects.exists()
+
+
+def test_revoke_needs_post_with_csrf_and_only_reaches_own_tokens(user, other_user):
+    mine = api_token_create(owner=user, name="mine").token
+    theirs = api_token_create(owner=other_user, name="theirs").token
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)
+
+    assert client.get(reverse("accounts:api_token_revoke", args=[mine.pk])).status_code == 405
+    assert client.post(reverse("accounts:api_token_revoke", args=[mine.pk])).status_code == 403  # no CSRF token
+    client.get(reverse("accounts:api_tokens"))
+    csrf = client.cookies["csrftoken"].value
+    assert client.post(reverse("accounts:api_token_revoke", args=[theirs.pk]), {"csrfmiddlewaretoken": csrf}).status_code == 404
+    response = client.post(reverse("accounts:api_token_revoke", args=[mine.pk]), {"csrfmiddlewaretoken": csrf})
+    assert response.status_code == 302
+
+    mine.refresh_from_db()
+    theirs.refresh_from_db()
+    assert mine.revoked_at is not None and theirs.revoked_at is None
+    assert "revoked" in client.get(reverse("accounts:api_tokens")).content.decode()
+
+
+def test_nav_links_to_the_tokens_page(client, user):
+    client.force_login(user)
+    page = client.get(reverse("chat:conversation_list")).content.decode()
+    assert f'href="{reverse("accounts:api_tokens")}">API tokens<' in page
+
+
+# --- admin ---------------------------------------------------------------------------
+def test_staff_list_tokens_read_only_and_revoke_them(client, user):
+    staff = UserFactory(is_staff=True, is_superuser=True)
+    created = api_token_create(owner=user, name="laptop")
+    client.force_login(staff)
+
+    listing = client.get(reverse("admin:accounts_apitoken_changelist"))
+    assert listing.status_code == 200 and "laptop" in listing.content.decode()
+    assert created.secret.split("_", 2)[2] not in listing.content.decode()
+    detail = client.get(reverse("admin:accounts_apitoken_change", args=[created.token.pk])).content.decode()
+    assert created.token.token_hash not in detail and 'name="name"' not in detail  # read-only, hash hidden
+    assert client.get(reverse("admin:accounts_apitoken_add")).status_code == 403
+
+    response = client.post(
+        reverse("admin:accounts_apitoken_changelist"),
+        {"action": "revoke_tokens", "_selected_action": [created.token.pk]},
+    )
+    assert response.status_code == 302
+    assert ApiToken.objects.get(pk=created.token.pk).revoked_at is not None
+    assert api_token_authenticate(raw=created.secret) is None
+
+
+def test_non_staff_cannot_see_tokens_in_admin(client, user):
+    client.force_login(user)
+    assert client.get(reverse("admin:accounts_apitoken_changelist")).status_code == 302
