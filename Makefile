@@ -12,7 +12,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
 PYTEST_ARGS ?=
 
-.PHONY: run test install install-dev local-model migrate test-sqlite test-postgres browser services check
+.PHONY: run test install install-dev local-model local-model-for-tests migrate test-sqlite test-postgres browser services check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,10 +25,15 @@ install-dev: $(PY)
 	$(PIP) install --quiet -r requirements-dev.txt
 
 # The offline default: the local model, unless a provider is configured in the environment.
+# First time on a machine: ~4 min (compiling llama.cpp) + 1.1 GB download; then seconds.
 local-model: install
 	@if [ -z "$$OPENAI_API_KEY$$OPENAI_BASE_URL$$AGENTS_MODEL_PROVIDER" ]; then \
 		$(PY) manage.py local_model install; \
 	else echo "local-model: a provider is configured; skipping the local model"; fi
+
+# The tests always get it: the smoke tests drive the real local model through the app.
+local-model-for-tests: install
+	$(PY) manage.py local_model install
 
 migrate: install
 	$(PY) manage.py migrate --noinput
@@ -56,7 +61,7 @@ test-sqlite: install-dev browser
 test-postgres: install-dev browser services
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest $(PYTEST_ARGS)
 
-test: check
+test: check local-model-for-tests
 	@echo "=== SQLite + in-memory channel layer ==="
 	$(MAKE) --no-print-directory test-sqlite
 	@echo "=== PostgreSQL + Redis ==="

@@ -8,7 +8,7 @@ The rest of the app uses three functions:
 - `get_model()`: the process-wide `LocalModel` (an SDK `Model`); the weights load on first use.
 - `model_label()`: the short name stored on messages.
 
-Install with `python manage.py local_model install` (see `README-section.md`).
+Install with `python manage.py local_model install` (see "The local model" in README.md).
 """
 
 from __future__ import annotations

@@ -641,8 +641,8 @@ class LocalModel(Model):
             stats: GenerationStats | None = None
             pieces = 0
             # Tokens are sent to the event loop at most every `emit_interval` (the first at
-            # once): each wake-up of the loop steals a core from llama.cpp's threads on a
-            # small machine; one per token costs ~20% of the decoding speed.
+            # once): on a 2-core machine every wake-up of the loop competes with llama.cpp's
+            # threads, and ~10 updates a second read as smoothly as one per token.
             pending: list[str] = []
             last_emit = 0.0
             generator = self.backend.generate(

@@ -81,3 +81,34 @@ async def test_real_local_model_streams_calls_a_tool_and_answers_with_its_result
         pass
     assert follow_up.final_output.strip()
     assert follow_up.context_wrapper.usage.input_tokens_details.cached_tokens > 0
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_whole_app_path_streams_a_real_local_reply_with_a_tool_call(user, settings):
+    """Socket → run service → local model → stored message, with the assistant's real tools."""
+    from agents_app import providers
+    from chat.models import Conversation, Message
+    from chat.tests.helpers import connect, of_type, receive_until, send_message
+
+    settings.AGENTS_MODEL_PROVIDER = "local"
+    providers.reset()
+    conversation = await Conversation.objects.acreate(owner=user, agent_key="assistant", current_agent_name="Assistant")
+    ws = await connect(user)
+    try:
+        await send_message(ws, conversation, "What time is it right now?")
+        events = await receive_until(ws, "run.finished", timeout=240)
+    finally:
+        await ws.disconnect()
+        providers.reset()
+
+    assert events[-1]["status"] == "completed", events[-1]
+    called = of_type(events, "tool.called")
+    assert [c["name"] for c in called][:1] == ["get_current_time"]
+    assert of_type(events, "tool.output")[0]["call_id"] == called[0]["call_id"]
+    deltas = of_type(events, "message.delta")
+    assert len(deltas) >= 2  # streamed, not delivered in one piece
+    reply = await Message.objects.aget(public_id=of_type(events, "message.completed")[0]["message"])
+    assert reply.status == Message.Status.COMPLETED and reply.content.strip()
+    assert reply.content == "".join(d["delta"] for d in deltas)
+    assert reply.model == local.model_label() and reply.total_tokens > 0 and reply.requests >= 2
+    assert reply.cost == 0  # a local model costs nothing, and says so (not "unknown")
