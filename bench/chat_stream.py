@@ -8,6 +8,8 @@ prints time to first token, delta throughput and the server's peak memory.
 
     .venv/bin/python bench/chat_stream.py                      # SQLite + in-memory layer
     .venv/bin/python bench/chat_stream.py --clients 20 --words 400
+    .venv/bin/python bench/chat_stream.py --provider local     # the local model through the app
+                                                               # (compare: bench/local_model.py)
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres REDIS_URL=redis://127.0.0.1:6379/3 \\
         .venv/bin/python bench/chat_stream.py                  # PostgreSQL + Redis
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import socket
 import statistics
@@ -70,7 +73,11 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=10, help="concurrent conversations (default 10)")
     parser.add_argument("--words", type=int, default=200, help="words per reply (default 200)")
     parser.add_argument("--rounds", type=int, default=2, help="messages per client (default 2)")
+    parser.add_argument("--provider", choices=["scripted", "local"], default="scripted")
     args = parser.parse_args()
+    if args.provider == "local":
+        # One generation at a time per process: concurrent clients would only measure the queue.
+        args.clients, args.rounds = 1, 2
 
     tmp = Path(tempfile.mkdtemp(prefix="agents-bench-"))
     database_url, drop_database = prepare_database(tmp)
@@ -78,7 +85,7 @@ def main() -> None:
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "DATABASE_URL": database_url,
-        "AGENTS_MODEL_PROVIDER": "scripted",
+        "AGENTS_MODEL_PROVIDER": args.provider,
         "AGENTS_SCRIPTED_DELAY": "0",
         "AGENTS_DAILY_TOKEN_BUDGET": "0",
         "AGENTS_TRACE_LOCAL": "0",
@@ -131,21 +138,30 @@ def main() -> None:
     wall = max(r["end"] for r in results) - min(r["start"] for r in results)
     layer = "Redis" if os.environ.get("REDIS_URL") else "in-memory"
     database = "PostgreSQL" if database_url.startswith("postgres") else "SQLite"
-    print(f"chat stream benchmark: {database} + {layer} layer, one daphne, scripted model")
-    print(f"  clients x rounds          {args.clients} x {args.rounds}, {args.words} words per reply")
+    print(f"chat stream benchmark: {database} + {layer} layer, one daphne, {args.provider} model")
+    size = f"{args.words} words per reply" if args.provider == "scripted" else "one question, asked twice"
+    print(f"  clients x rounds          {args.clients} x {args.rounds}, {size}")
     print(f"  time to first token       median {statistics.median(ttft) * 1000:.0f} ms, "
-          f"p95 {sorted(ttft)[int(len(ttft) * 0.95) - 1] * 1000:.0f} ms, max {max(ttft) * 1000:.0f} ms")
+          f"p95 {sorted(ttft)[math.ceil(0.95 * len(ttft)) - 1] * 1000:.0f} ms, max {max(ttft) * 1000:.0f} ms")
     print(f"  reply duration            median {statistics.median(r['end'] - r['start'] for r in results):.2f} s")
     print(f"  text delivered            {total_chars} chars in {wall:.2f} s = {total_chars / wall:.0f} chars/s overall")
     print(f"  deltas                    {total_deltas} ({total_chars / total_deltas:.0f} chars each on average; "
           "merged only when the sender falls behind)")
+    if args.provider == "local":
+        for n, r in enumerate(results, 1):
+            decode = r["output_tokens"] / max(r["end"] - r["start"] - r["ttft"], 1e-9)
+            print(f"  local reply {n}             first token {r['ttft']:.2f} s, {r['output_tokens']} tokens, "
+                  f"{decode:.1f} tokens/s after it (the socket's view, all overheads included)")
     print(f"  server peak RSS           {rss:.0f} MB")
 
 
 async def run_clients(port: int, cookies: list[str], args) -> list[dict]:
     from websockets.asyncio.client import connect
 
-    prompt = " ".join(f"w{n}" for n in range(args.words))
+    if args.provider == "local":
+        prompt = "Explain how a hash map works, in about 150 words."
+    else:
+        prompt = " ".join(f"w{n}" for n in range(args.words))
 
     async def one(cookie: str) -> list[dict]:
         results = []
@@ -156,19 +172,28 @@ async def run_clients(port: int, cookies: list[str], args) -> list[dict]:
             for _ in range(args.rounds):
                 start = time.perf_counter()
                 await ws.send(json.dumps({"type": "message.send", "conversation": conversation, "content": prompt}))
-                first, deltas, chars = None, 0, 0
+                first, deltas, chars, output_tokens = None, 0, 0, 0
                 while True:
                     event = json.loads(await ws.recv())
                     if event["type"] == "message.delta":
                         deltas += 1
                         chars += len(event["delta"])
                         first = first or time.perf_counter()
+                    elif event["type"] == "usage":
+                        output_tokens = event["output_tokens"]
                     elif event["type"] == "error":
                         raise RuntimeError(event)
                     elif event["type"] == "run.finished":
                         break
                 results.append(
-                    {"start": start, "end": time.perf_counter(), "ttft": first - start, "deltas": deltas, "chars": chars}
+                    {
+                        "start": start,
+                        "end": time.perf_counter(),
+                        "ttft": first - start,
+                        "deltas": deltas,
+                        "chars": chars,
+                        "output_tokens": output_tokens,
+                    }
                 )
         return results
 
