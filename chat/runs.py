@@ -171,6 +171,7 @@ class RunExecutor:
         self.result = None
         self.stop_requested = False
         self.max_turns_hit = False
+        self.hold_text = False
         self.events: list[dict[str, Any]] = list(run.events) if resume else []
         self.stream = RunStream(
             conversation_id=str(conversation.public_id),
@@ -225,7 +226,9 @@ class RunExecutor:
         mapper = StreamEventMapper(agent=transcript.agent, text_so_far=bool(transcript.content))
         # Not streamed live: text an output guardrail must check first, and structured outputs
         # (JSON that is shown as a card once complete).
-        hold_text = any(candidate.output_guardrails or not _plain_text(candidate) for candidate in spec.agents())
+        self.hold_text = hold_text = any(
+            candidate.output_guardrails or not _plain_text(candidate) for candidate in spec.agents()
+        )
 
         await sync_to_async(services.run_mark_running)(run=self.run, history_mark=mark)
         background = [asyncio.create_task(self._beat(transcript)), asyncio.create_task(self._listen())]
@@ -395,9 +398,10 @@ class RunExecutor:
         async def on_max_turns(data: RunErrorHandlerInput) -> RunErrorHandlerResult:
             self.max_turns_hit = True
             message = user_safe_message(data.error)
-            wire = {"type": "message.delta", "delta": (f"\n\n{message}" if transcript.content else message)}
-            transcript.apply(wire)
-            await self.publish(wire)
+            if not self.hold_text:  # held text is dropped on failure; the error says it then
+                wire = {"type": "message.delta", "delta": (f"\n\n{message}" if transcript.content else message)}
+                transcript.apply(wire)
+                await self.publish(wire)
             # Stored as the assistant's last message, so the history ends as a valid turn.
             return RunErrorHandlerResult(final_output=message, include_in_history=True)
 

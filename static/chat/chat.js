@@ -106,6 +106,14 @@
         $("body", el).textContent = e.content;
         append(el);
       }
+      // The server titles a conversation after its first message.
+      const title = root.querySelector(".chat-head h1");
+      if (title && title.dataset.untitled !== undefined) {
+        const line = e.content.split(/\s+/).join(" ").trim();
+        title.textContent = line.length <= 60 ? line : `${line.slice(0, 59)}…`;
+        delete title.dataset.untitled;
+        document.title = `${title.textContent} · Agents Chat`;
+      }
     },
     "run.started": (e) => {
       setBusy(true);
@@ -172,6 +180,7 @@
     usage: (e) => {
       const el = document.querySelector(`[data-message="${e.message}"] [data-role="usage"]`);
       if (!el) return;
+      if (el.hidden) addToTotals(e);  // a reply rendered by the server is in the totals already
       el.textContent = `${fmt(e.total_tokens)} tokens (${fmt(e.input_tokens)} in, ${fmt(e.output_tokens)} out${e.cached_tokens ? `, ${fmt(e.cached_tokens)} cached` : ""}) · ${usd(e.cost)}${e.model ? ` · ${e.model}` : ""}`;
       el.hidden = false;
       spendBudget(e.total_tokens);
@@ -264,7 +273,7 @@
 
   function setToolStatus(entry, status) {
     entry.className = `tool tool-${status}`;
-    entry.querySelector(".tool-status").textContent = status;
+    entry.querySelector(".tool-status").textContent = status.replace("_", " ");
   }
 
   function handoffNote(agent) {
@@ -395,6 +404,23 @@
 
   function scrollDown() {
     messagesEl.scrollTop = messagesEl.scrollHeight;
+  }
+
+  // The conversation's totals in the footer add each reply as it is stored.
+  function addToTotals(e) {
+    const totals = $("totals");
+    const label = $("conversation-usage");
+    if (!totals || !label) return;
+    totals.dataset.tokens = Number(totals.dataset.tokens) + Number(e.total_tokens || 0);
+    if (e.cost === null || e.cost === undefined) {
+      if (e.total_tokens) totals.dataset.unknown = Number(totals.dataset.unknown) + 1;
+    } else {
+      totals.dataset.cost = Number(totals.dataset.cost) + Number(e.cost);
+    }
+    const cost = Number(totals.dataset.cost);
+    const unknown = Number(totals.dataset.unknown) > 0;
+    const costText = unknown ? (cost ? `≥ ${usd(cost)}, some costs unknown` : "cost unknown") : usd(cost);
+    label.textContent = `${fmt(totals.dataset.tokens)} tokens · ${costText}`;
   }
 
   // The day's remaining token budget in the footer counts each reply down.
