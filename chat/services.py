@@ -305,6 +305,9 @@ def run_pause(*, run: Run, state: str, approvals: list[dict], outcome: RunOutcom
 def approval_decide(*, run: Run, call_id: str, approve: bool, reason: str, user) -> tuple[Approval, bool]:
     """Record one decision. Returns the approval and whether every approval of the run is now
     decided (then the run can resume)."""
+    # Lock the run first: decisions on its approvals from two processes at once must not both
+    # see the other one still pending (then nobody would resume the run).
+    Run.objects.select_for_update().filter(pk=run.pk).first()
     approval = Approval.objects.select_for_update().filter(run=run, call_id=call_id).first()
     if approval is None:
         raise ApprovalNotFound()

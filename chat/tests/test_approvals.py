@@ -207,3 +207,46 @@ async def test_malformed_decisions_get_clear_errors(user, conversation, frame, c
     error = await ws.receive_json_from()
     await ws.disconnect()
     assert error["type"] == "error" and error["code"] == code
+
+
+async def test_concurrent_decisions_on_two_calls_resume_the_run_exactly_once(user, conversation, script):
+    import threading
+
+    from asgiref.sync import sync_to_async
+    from django.db import connection
+
+    from chat import services
+
+    two_calls = [
+        [
+            function_call("refund_order", {"order_number": "A-1", "amount": 1}, call_id="call_one"),
+            function_call("refund_order", {"order_number": "A-2", "amount": 2}, call_id="call_two"),
+        ],
+        streamed("Both refunded."),
+    ]
+    with script(two_calls):
+        ws = await connect(user)
+        await pause(ws, conversation)
+        await ws.disconnect()
+    run = await Run.objects.aget(conversation=conversation)
+
+    results: dict[str, bool] = {}
+    barrier = threading.Barrier(2)
+
+    def decide(call_id: str) -> None:
+        try:
+            barrier.wait()
+            _, results[call_id] = services.approval_decide(run=run, call_id=call_id, approve=True, reason="", user=user)
+        finally:
+            connection.close()
+
+    def both() -> None:
+        threads = [threading.Thread(target=decide, args=(call_id,)) for call_id in ("call_one", "call_two")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    await sync_to_async(both, thread_sensitive=False)()
+    # Exactly one of the two decisions saw that nothing else was pending.
+    assert sorted(results.values()) == [False, True]
