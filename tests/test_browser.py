@@ -93,6 +93,9 @@ def test_user_signs_in_chats_and_sees_the_reply_stream_with_tool_calls(user, tmp
         assert len(growth) >= 3 and growth == sorted(growth), growth
         expect(tool).to_have_class("tool tool-completed")
         expect(reply.locator("[data-role=usage]")).to_contain_text("tokens")
+        # The footer adds the reply to the conversation's totals, and the title follows the question.
+        expect(page.locator("[data-role=conversation-usage]")).not_to_have_text("0 tokens · $0")
+        expect(page.locator(".chat-head h1")).to_have_text("What time is it?")
         expect(page.locator("textarea[name=content]")).to_have_value("")
 
         # A reload shows the whole conversation from the server.

@@ -194,7 +194,7 @@ def test_conversation_footer_shows_unknown_costs_as_unknown(signed_in, user):
 
     page = signed_in.get(reverse("chat:conversation_detail", args=[known.conversation.public_id])).content.decode()
 
-    assert "59 tokens · ≥ $0.000028, some costs unknown in this conversation" in page
+    assert '<span data-role="conversation-usage">59 tokens · ≥ $0.000028, some costs unknown</span> in this conversation' in page
 
 
 @pages
@@ -203,7 +203,7 @@ def test_conversation_footer_with_only_known_costs_shows_the_sum(signed_in, user
 
     page = signed_in.get(reverse("chat:conversation_detail", args=[first.conversation.public_id])).content.decode()
 
-    assert "98 tokens · $0.000056 in this conversation" in page
+    assert '<span data-role="conversation-usage">98 tokens · $0.000056</span> in this conversation' in page
 
 
 # --- usage_report -------------------------------------------------------------------------
