@@ -2,6 +2,7 @@
 #   make run   install everything and serve the app on http://127.0.0.1:8000 (embedded defaults)
 #   make test  install what the tests need and run the suite twice:
 #              SQLite + in-memory channel layer, then PostgreSQL + Redis
+# Also: make test-quick  the suite once on SQLite, without building the local model
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -12,7 +13,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
 PYTEST_ARGS ?=
 
-.PHONY: run test install install-dev local-model local-model-for-tests migrate test-sqlite test-postgres browser services check
+.PHONY: run test test-quick install install-dev local-model local-model-for-tests migrate test-sqlite test-postgres browser services check lint eval
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +39,12 @@ local-model-for-tests: install
 migrate: install
 	$(PY) manage.py migrate --noinput
 
+# The agents' evaluation on the local model (docs/evaluation.md), in a database of its own:
+# ~40 min on 2 cores. EVAL_ARGS="--agent support" for one agent; results in var/eval-local.json.
+eval: install local-model-for-tests
+	DATABASE_URL=sqlite:///var/eval.sqlite3 $(PY) manage.py migrate --noinput -v 0
+	DATABASE_URL=sqlite:///var/eval.sqlite3 $(PY) manage.py evaluate --provider local --json var/eval-local.json $(EVAL_ARGS)
+
 run: install local-model migrate
 	$(PY) manage.py recover_runs
 	$(PY) manage.py ensure_demo_user
@@ -51,15 +58,25 @@ browser:
 services:
 	./scripts/services.sh
 
-check: install-dev
+lint: install-dev
+	$(VENV)/bin/ruff check .
+
+check: lint
 	$(PY) manage.py makemigrations --check --dry-run
 	$(PY) manage.py check
 
+# The provider variables are unset: tests choose their model themselves (conftest.py).
+TEST_ENV := env -u OPENAI_API_KEY -u OPENAI_BASE_URL -u AGENTS_MODEL_PROVIDER
+
 test-sqlite: install-dev browser
-	env -u DATABASE_URL -u REDIS_URL $(PY) -m pytest $(PYTEST_ARGS)
+	$(TEST_ENV) -u DATABASE_URL -u REDIS_URL AGENTS_REQUIRE_LOCAL_MODEL=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 test-postgres: install-dev browser services
-	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest $(PYTEST_ARGS)
+	$(TEST_ENV) DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) AGENTS_REQUIRE_LOCAL_MODEL=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+# Everything but the local-model smoke tests, once, on SQLite: no 4-minute llama.cpp build.
+test-quick: check browser
+	$(TEST_ENV) -u DATABASE_URL -u REDIS_URL $(PY) -m pytest -m "not local_model" $(PYTEST_ARGS)
 
 test: check local-model-for-tests
 	@echo "=== SQLite + in-memory channel layer ==="

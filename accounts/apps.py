@@ -3,4 +3,7 @@ from django.apps import AppConfig
 
 class AccountsConfig(AppConfig):
     name = "accounts"
-    verbose_name = "Usage and API access"
+    verbose_name = "Accounts and API access"
+
+    def ready(self) -> None:
+        from accounts import signals  # noqa: F401  (connects the receivers)

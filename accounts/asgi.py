@@ -21,10 +21,13 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import AnonymousUser
+from django.views.decorators.debug import sensitive_variables
 
-from accounts.services import api_token_authenticate, bearer_token
+from accounts.credentials import Credential
+from accounts.services import api_token_for, bearer_token
 
 
+@sensitive_variables("value")
 def authorization_header(scope: dict[str, Any]) -> str | None:
     for name, value in scope.get("headers", []):
         if name.lower() == b"authorization":
@@ -36,8 +39,10 @@ def authorization_header(scope: dict[str, Any]) -> str | None:
 
 
 @database_sync_to_async
+@sensitive_variables("raw")
 def user_for_token(raw: str):
-    return api_token_authenticate(raw=raw) or AnonymousUser()
+    token = api_token_for(raw=raw)
+    return (token.owner, Credential.of_token(token)) if token is not None else (AnonymousUser(), None)
 
 
 class BearerTokenAuthMiddleware:
@@ -49,9 +54,10 @@ class BearerTokenAuthMiddleware:
         self.app = app
         self.otherwise = otherwise
 
+    @sensitive_variables("raw")
     async def __call__(self, scope, receive, send):
         raw = bearer_token(authorization_header(scope)) if scope["type"] == "websocket" else None
         if raw is None:
             return await self.otherwise(scope, receive, send)
-        user = await user_for_token(raw)
-        return await self.app({**scope, "user": user}, receive, send)
+        user, credential = await user_for_token(raw)
+        return await self.app({**scope, "user": user, "credential": credential}, receive, send)

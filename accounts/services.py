@@ -11,14 +11,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
+from accounts.credentials import revoke, token_group
 from accounts.models import ApiToken
 
 TOKEN_SCHEME = "ac"
@@ -32,14 +34,17 @@ LAST_USED_RESOLUTION = timedelta(seconds=60)
 @dataclass(frozen=True)
 class CreatedToken:
     token: ApiToken
-    # The only time the full token exists outside the client: show it once, never store it.
-    secret: str
+    # The only time the full token exists outside the client: show it once, never store it
+    # (nor print it: not in its repr, so not on an error page either).
+    secret: str = field(repr=False)
 
 
+@sensitive_variables("raw")
 def hash_token(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
+@sensitive_variables("raw")
 @transaction.atomic
 def api_token_create(*, owner: AbstractBaseUser, name: str, expires_at: datetime | None = None) -> CreatedToken:
     prefix = secrets.token_hex(PREFIX_BYTES)
@@ -59,10 +64,13 @@ def api_token_revoke(*, token: ApiToken) -> ApiToken:
     if locked.revoked_at is None:
         locked.revoked_at = timezone.now()
         locked.save(update_fields=["revoked_at"])
+        # Sockets and streams opened with it close too, on every process.
+        revoke(token_group(locked.pk), reason="token_revoked")
     token.revoked_at = locked.revoked_at
     return locked
 
 
+@sensitive_variables("raw", "parts")
 def split_token(raw: str) -> str | None:
     """The prefix of a well-formed token, else None."""
     parts = raw.split("_", 2)
@@ -74,9 +82,17 @@ def split_token(raw: str) -> str | None:
     return prefix
 
 
+@sensitive_variables("raw")
 def api_token_authenticate(*, raw: str) -> AbstractBaseUser | None:
     """The active owner of a usable token, else None (unknown, malformed, revoked, expired,
     or an inactive user: all look the same to the client). Records when it was last used."""
+    token = api_token_for(raw=raw)
+    return token.owner if token is not None else None
+
+
+@sensitive_variables("raw")
+def api_token_for(*, raw: str) -> ApiToken | None:
+    """`api_token_authenticate`, returning the token (with its `owner`)."""
     prefix = split_token(raw)
     if prefix is None:
         return None
@@ -92,9 +108,10 @@ def api_token_authenticate(*, raw: str) -> AbstractBaseUser | None:
     ApiToken.objects.filter(pk=token.pk).filter(
         Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_RESOLUTION)
     ).update(last_used_at=now)
-    return token.owner
+    return token
 
 
+@sensitive_variables("authorization", "value")
 def bearer_token(authorization: str | None) -> str | None:
     """The token of an `Authorization: Bearer <token>` header value, else None."""
     if not authorization:

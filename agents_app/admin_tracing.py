@@ -1,41 +1,26 @@
-"""Admin for local traces, prices and usage review. Imported by admin.py.
+"""Admin for local traces. Imported by admin.py.
 
-* Traces (read-only) with a timeline view per trace: spans nested by parent, bars placed by
-  start time and sized by duration, each with its inputs, outputs and errors. Linked from the
-  trace, the run and the message change pages.
-* Model prices (editable: a row overrides `settings.AGENTS_PRICING` for new replies; replies
-  already stored keep the cost computed when they finished).
-* The usage report (by user, agent, day or model, with totals and CSV), at
-  `admin/agents_app/modelprice/usage-report/`, linked from the admin index.
+Traces (read-only) with a timeline view per trace: spans nested by parent, bars placed by
+start time and sized by duration, each with its inputs, outputs and errors. Linked from the
+trace, the run and the message change pages.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from typing import Any
 
-from django import forms
 from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count
-from django.http import HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from agents_app.models import ModelPrice, SpanRecord, TraceRecord
-from chat.admin_review import admin_link
-from chat.durations import parse_duration
-from chat.usage import GROUPINGS, to_csv, usage_by, usage_records, usage_totals
-
-
-def can_review_usage(request) -> bool:
-    """Usage reveals what every user spent: staff with the right to view messages only."""
-    return request.user.is_active and request.user.is_staff and request.user.has_perm("chat.view_message")
+from agents_app.models import SpanRecord, TraceRecord
 
 
 # --- Traces ---------------------------------------------------------------------------
@@ -100,7 +85,9 @@ class TraceRecordAdmin(admin.ModelAdmin):
 
     @admin.display(description="Run")
     def run_link(self, obj) -> str:
-        return admin_link(obj.run, str(obj.run.public_id)) if obj.run_id else "—"
+        if not obj.run_id:
+            return "—"
+        return format_html('<a href="{}">{}</a>', reverse("admin:chat_run_change", args=[obj.run_id]), obj.run.public_id)
 
     @admin.display(description="Spans", ordering="span_total")
     def span_count(self, obj) -> int:
@@ -211,86 +198,3 @@ class SpanRecordAdmin(admin.ModelAdmin):
     @admin.display(description="Error")
     def pretty_error(self, obj) -> str:
         return format_html("<pre style='white-space:pre-wrap;margin:0'>{}</pre>", _pretty(obj.error)) if obj.error else "—"
-
-
-# --- Prices and the usage report --------------------------------------------------------
-@admin.register(ModelPrice)
-class ModelPriceAdmin(admin.ModelAdmin):
-    list_display = ("model", "input_per_million", "cached_input_per_million", "output_per_million", "settings_price", "updated_at")
-    search_fields = ("model",)
-    change_list_template = "admin/agents_app/modelprice/change_list.html"
-
-    def get_urls(self):
-        return [
-            path("usage-report/", self.admin_site.admin_view(self.usage_report_view), name="agents_app_usage_report"),
-            *super().get_urls(),
-        ]
-
-    @admin.display(description="Price in settings (in / cached / out)")
-    def settings_price(self, obj) -> str:
-        prices = settings.AGENTS_PRICING.get(obj.model)
-        if not prices:
-            return "—"
-        return f"{prices['input']} / {prices.get('cached_input', prices['input'])} / {prices['output']}"
-
-    def usage_report_view(self, request):
-        if not can_review_usage(request):
-            raise PermissionDenied
-        query = request.GET.copy() if request.GET else QueryDict(mutable=True)
-        for name, value in UsageReportForm.defaults().items():
-            query.setdefault(name, value)
-        form = UsageReportForm(query)
-        report = form.report() if form.is_valid() else {"rows": [], "total": None, "by": "", "since": None}
-        if query.get("format") == "csv":
-            if not form.is_valid():
-                return HttpResponse(form.errors.as_text(), status=400, content_type="text/plain; charset=utf-8")
-            response = HttpResponse(
-                to_csv(report["rows"], by=report["by"], total=report["total"]), content_type="text/csv; charset=utf-8"
-            )
-            filename = f"usage-by-{report['by']}-{timezone.localdate():%Y%m%d}.csv"
-            response["Content-Disposition"] = f'attachment; filename="{filename}"'
-            return response
-        query["format"] = "csv"
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "Usage report",
-            "opts": self.model._meta,
-            "form": form,
-            "csv_url": f"?{query.urlencode()}",
-            **report,
-        }
-        return TemplateResponse(request, "admin/agents_app/usage_report.html", context)
-
-
-class UsageReportForm(forms.Form):
-    since = forms.CharField(initial="7d", help_text="e.g. 24h, 7d, 4w", max_length=12)
-    by = forms.ChoiceField(choices=[(g, g) for g in GROUPINGS if g != "conversation"], initial="user")
-    user = forms.CharField(required=False, help_text="Only this user (email).", max_length=254)
-    agent = forms.CharField(required=False, help_text="Only this agent (key).", max_length=64)
-
-    @staticmethod
-    def defaults() -> dict[str, str]:
-        return {"since": "7d", "by": "user"}
-
-    def clean_since(self) -> timedelta:
-        try:
-            return parse_duration(self.cleaned_data["since"])
-        except ValueError as exc:
-            raise forms.ValidationError(str(exc)) from None
-
-    def clean_user(self):
-        from django.contrib.auth import get_user_model
-
-        email = self.cleaned_data.get("user")
-        if not email:
-            return None
-        user = get_user_model().objects.filter(email__iexact=email).first()
-        if user is None:
-            raise forms.ValidationError(f"No user {email!r}.")
-        return user
-
-    def report(self) -> dict[str, Any]:
-        since = timezone.now() - self.cleaned_data["since"]
-        records = usage_records(since=since, user=self.cleaned_data["user"], agent=self.cleaned_data["agent"] or None)
-        by = self.cleaned_data["by"]
-        return {"rows": usage_by(records, by=by), "total": usage_totals(records), "by": by, "since": since}

@@ -3,10 +3,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from django.db.models import Model
+
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
-
-    from chat.models import Conversation
 
 
 @dataclass
@@ -18,7 +18,9 @@ class ChatContext:
     """
 
     user: AbstractBaseUser
-    conversation: Conversation
+    # The chat app's Conversation row (this app never imports chat: tools only store it on their
+    # own rows, such as a ticket's lazy foreign key, and read `public_id`).
+    conversation: Model
     request_id: str = ""
     # Free-form per-run scratch space for tools (e.g. counters); never persisted.
     extras: dict[str, Any] = field(default_factory=dict)

@@ -12,6 +12,7 @@ from agents.exceptions import (
     UserError,
 )
 
+from agents_app.model_guards import EmptyModelReply
 from agents_app.providers import ProviderNotConfigured
 
 
@@ -32,6 +33,8 @@ def user_safe_message(exc: BaseException) -> str:
         return "The connection to the model provider was lost. Please try again."
     if isinstance(exc, ModelRefusalError):
         return "The model refused to answer this request."
+    if isinstance(exc, EmptyModelReply):
+        return str(exc)
     if isinstance(exc, ModelBehaviorError):
         return "The model produced a response the agent could not use. Please try again."
     if isinstance(exc, ToolTimeoutError):

@@ -72,6 +72,18 @@ def closed_turn(items: list[dict[str, Any]], *, ending: str) -> list[dict[str, A
     return result
 
 
+def tool_outputs_after(session_id: str, *, mark: int) -> dict[str, str]:
+    """The outputs stored for function calls after `mark`, by call id: what a run's tools
+    really returned, whatever became of the run."""
+    payloads = SessionItem.objects.filter(session__session_id=session_id, id__gt=mark).values_list("payload", flat=True)
+    outputs = {}
+    for item in map(json.loads, payloads):
+        if _kind(item) == "function_call_output":
+            output = item.get("output")
+            outputs[item.get("call_id", "")] = output if isinstance(output, str) else json.dumps(output)
+    return outputs
+
+
 @transaction.atomic
 def close_turn_sync(session_id: str, *, mark: int, ending: str) -> bool:
     """Rewrite the items stored after `mark` into a closed turn. Returns whether it changed."""

@@ -149,23 +149,7 @@ class Order(models.Model):
         return self.number
 
 
-# --- Pricing and tracing -------------------------------------------------------------
-class ModelPrice(models.Model):
-    """A price set by staff; overrides `settings.AGENTS_PRICING` for that model."""
-
-    model = models.CharField(max_length=128, unique=True)
-    input_per_million = models.DecimalField(max_digits=12, decimal_places=6)
-    cached_input_per_million = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
-    output_per_million = models.DecimalField(max_digits=12, decimal_places=6)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["model"]
-
-    def __str__(self) -> str:
-        return self.model
-
-
+# --- Tracing ---------------------------------------------------------------------------
 class TraceRecord(models.Model):
     """One SDK trace (usually one run), stored locally by `agents_app.tracing`."""
 

@@ -15,15 +15,20 @@ from agents.models.interface import Model
 from agents.retry import ModelRetryBackoffSettings, ModelRetrySettings, retry_policies
 from django.conf import settings
 
+from agents_app.model_guards import guarded  # an empty model turn is retried once, then fails the run
+from config.errors import AppError
+
 DEFAULT_OPENAI_MODEL = "gpt-4.1-mini"
 
 
-class ProviderNotConfigured(Exception):
+class ProviderNotConfigured(AppError):
     """No model provider can be used; the message says how to configure one."""
+
+    code = "provider_not_configured"
 
     def __init__(self) -> None:
         super().__init__(
-            "No model is configured. Set OPENAI_API_KEY (and optionally OPENAI_BASE_URL for an "
+            message="No model is configured. Set OPENAI_API_KEY (and optionally OPENAI_BASE_URL for an "
             "OpenAI-compatible server), or install the local model with "
             "`python manage.py local_model install` (the README's first command does it), or set "
             "AGENTS_MODEL_PROVIDER=scripted for the rule-based demo model."
@@ -41,6 +46,10 @@ _override: ResolvedModel | None = None
 
 
 def provider_name() -> str:
+    """The provider runs use: a model installed with `use_model` (tests, benchmarks) wins, then
+    `AGENTS_MODEL_PROVIDER`, then whatever is configured. Raises ProviderNotConfigured."""
+    if _override is not None:
+        return "override"
     if settings.AGENTS_MODEL_PROVIDER:
         return settings.AGENTS_MODEL_PROVIDER
     if settings.OPENAI_API_KEY or settings.OPENAI_BASE_URL:
@@ -85,7 +94,7 @@ def _openai() -> ResolvedModel:
     )
     # Chat Completions streams report usage only when asked; without it every count is zero.
     model_settings = _model_settings(include_usage=chat_completions, timeout=settings.AGENTS_MODEL_TIMEOUT)
-    return ResolvedModel(provider.get_model(name), name, model_settings)
+    return ResolvedModel(guarded(provider.get_model(name)), name, model_settings)
 
 
 @functools.cache
@@ -93,7 +102,7 @@ def _local() -> ResolvedModel:
     from agents_app import local
 
     # No deadline: a request may wait in the local model's queue behind other users.
-    return ResolvedModel(local.get_model(), local.model_label(), _model_settings())
+    return ResolvedModel(guarded(local.get_model()), local.model_label(), _model_settings())
 
 
 @functools.cache
@@ -101,7 +110,13 @@ def _scripted() -> ResolvedModel:
     from agents_app.scripted import RuleBasedModel
 
     model = RuleBasedModel(word_delay=settings.AGENTS_SCRIPTED_DELAY)
-    return ResolvedModel(model, "scripted", _model_settings())
+    return ResolvedModel(guarded(model), "scripted", _model_settings())
+
+
+def require_provider() -> None:
+    """Refuse (ProviderNotConfigured, with instructions) when no model can answer: checked
+    before a message is stored, by every transport."""
+    provider_name()
 
 
 def model_for_run() -> ResolvedModel:
@@ -116,7 +131,7 @@ def use_model(model: Model, *, label: str = "scripted", model_settings: ModelSet
     """Run every agent on `model` inside this block (tests, benchmarks, the terminal chat)."""
     global _override
     previous = _override
-    _override = ResolvedModel(model, label, model_settings or _model_settings())
+    _override = ResolvedModel(guarded(model), label, model_settings or _model_settings())
     try:
         yield
     finally:

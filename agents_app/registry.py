@@ -32,6 +32,14 @@ class AgentSpec:
     agent: Agent
     max_turns: int = 8
     workflow_name: str = ""
+    # Only staff may pick it, create conversations with it and run it (the diagnostics agent).
+    staff_only: bool = False
+    # Tokens one model call may receive (instructions, schemas, history): older turns are left
+    # out to fit (`agents_app.context_window`). None = settings.AGENTS_MAX_INPUT_TOKENS; 0 = no bound.
+    max_input_tokens: int | None = None
+
+    def available_to(self, user) -> bool:
+        return not self.staff_only or bool(getattr(user, "is_staff", False))
 
     def agents(self) -> Iterator[Agent]:
         """Every agent reachable from the starting one through handoffs."""
@@ -61,11 +69,21 @@ def _specs() -> dict[str, AgentSpec]:
 
     modules = [*_MODULES, *(["agents_app.catalog.diagnostics"] if settings.AGENTS_DIAGNOSTICS else [])]
     specs = [importlib.import_module(module).spec for module in modules]
+    from agents_app.guardrails import guard_tool_outputs
+
+    for spec in specs:
+        for agent in spec.agents():
+            guard_tool_outputs(agent)  # what the reply may not show, its tools may not pass on
     return {spec.key: spec for spec in specs}
 
 
 def all_specs() -> list[AgentSpec]:
     return list(_specs().values())
+
+
+def available_specs(user) -> list[AgentSpec]:
+    """The agents `user` may pick and run (staff-only ones for staff alone)."""
+    return [spec for spec in _specs().values() if spec.available_to(user)]
 
 
 def get_spec(key: str) -> AgentSpec:
@@ -75,4 +93,4 @@ def get_spec(key: str) -> AgentSpec:
         raise UnknownAgent(key) from None
 
 
-__all__ = ["AgentSpec", "Handoff", "UnknownAgent", "all_specs", "get_spec"]
+__all__ = ["AgentSpec", "Handoff", "UnknownAgent", "all_specs", "available_specs", "get_spec"]

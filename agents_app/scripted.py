@@ -75,6 +75,10 @@ class RuleBasedModel(Model):
     def __init__(self, *, word_delay: float = 0.0) -> None:
         self.word_delay = word_delay
 
+    def count_tokens(self, text: str) -> int:
+        """Its own measure of text, as in the usage it reports (for `agents_app.context_window`)."""
+        return _estimate_tokens(text)
+
     def plan(
         self,
         input: str | list[TResponseInputItem],

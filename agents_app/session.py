@@ -6,6 +6,11 @@ kept, items returned exactly as given, and mutations that finish (commit or roll
 when the awaiting task is cancelled. Writers to one session are serialised by a row lock on
 its `AgentSession`, so batches from two processes never interleave and two concurrent
 `pop_item` calls never return the same item.
+
+During a run whose model input is bounded (`agents_app.context_window`), `get_items()` without
+a limit reads only the newest items the model could still receive, newest first and page by
+page, so a turn of a 1,000-turn conversation reads what a short one does; every item stays
+stored, and every explicit `limit` reads exactly as before.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from asgiref.sync import sync_to_async
 from django.db import transaction
 from django.utils import timezone
 
+from agents_app import context_window
 from agents_app.models import AgentSession, SessionItem
 
 T = TypeVar("T")
@@ -48,6 +54,7 @@ class DjangoSession(SessionABC):
     def __init__(self, session_id: str, *, session_settings: SessionSettings | None = None) -> None:
         self.session_id = session_id
         self.session_settings = session_settings or SessionSettings()
+        self._pk: int | None = None  # the AgentSession row, once this instance has written to it
 
     # --- SessionABC -------------------------------------------------------------
     async def get_items(self, limit: int | None = None) -> list[TResponseInputItem]:
@@ -55,6 +62,9 @@ class DjangoSession(SessionABC):
             limit = self.session_settings.limit if self.session_settings else None
         if limit is not None and limit <= 0:
             return []
+        window = context_window.history_window() if limit is None else None
+        if window is not None:
+            return await window.read_history(self._read_page)
         return await sync_to_async(self._get_items)(limit)
 
     async def add_items(self, items: list[TResponseInputItem]) -> None:
@@ -73,11 +83,14 @@ class DjangoSession(SessionABC):
     # --- Extras used by the run service -------------------------------------------
     async def last_item_id(self) -> int:
         """A mark to roll back to: the id of the newest stored item (0 when empty)."""
-        return await sync_to_async(self._last_item_id)()
+        return await sync_to_async(self.last_item_id_sync)()
+
+    async def _read_page(self, before: int | None, size: int) -> list[tuple[int, str]]:
+        return await sync_to_async(self._page)(before, size)
 
     async def truncate_after(self, mark: int) -> int:
         """Remove every item stored after `mark`; returns how many were removed."""
-        return await finish_even_if_cancelled(sync_to_async(self._truncate_after)(mark))
+        return await finish_even_if_cancelled(sync_to_async(self.truncate_after_sync)(mark))
 
     # --- Synchronous ORM work (runs on Django's sync thread) ---------------------
     def _items(self):
@@ -89,6 +102,13 @@ class DjangoSession(SessionABC):
             rows = rows[:limit]
         return [json.loads(payload) for payload in reversed(list(rows))]
 
+    def _page(self, before: int | None, size: int) -> list[tuple[int, str]]:
+        """Up to `size` stored rows `(id, payload)` older than `before`, newest first."""
+        rows = self._items().order_by("-id")
+        if before is not None:
+            rows = rows.filter(id__lt=before)
+        return list(rows.values_list("id", "payload")[:size])
+
     def _lock_session(self, *, create: bool) -> AgentSession | None:
         if create:
             AgentSession.objects.get_or_create(session_id=self.session_id)
@@ -98,9 +118,13 @@ class DjangoSession(SessionABC):
 
     @transaction.atomic
     def _add_payloads(self, payloads: list[str]) -> None:
-        session = self._lock_session(create=True)
-        SessionItem.objects.bulk_create([SessionItem(session=session, payload=p) for p in payloads])
-        AgentSession.objects.filter(pk=session.pk).update(updated_at=timezone.now())
+        # Touching the row locks it until commit (like FOR UPDATE): writers of one session go
+        # one at a time. Two statements per batch once the session's row is known.
+        now = timezone.now()
+        if self._pk is None or not AgentSession.objects.filter(pk=self._pk).update(updated_at=now):
+            self._pk = self._lock_session(create=True).pk
+            AgentSession.objects.filter(pk=self._pk).update(updated_at=now)
+        SessionItem.objects.bulk_create([SessionItem(session_id=self._pk, payload=p) for p in payloads])
 
     @transaction.atomic
     def _pop_item(self) -> TResponseInputItem | None:
@@ -117,11 +141,13 @@ class DjangoSession(SessionABC):
     def _clear(self) -> None:
         AgentSession.objects.filter(session_id=self.session_id).delete()
 
-    def _last_item_id(self) -> int:
+    def last_item_id_sync(self) -> int:
+        """`last_item_id` for synchronous callers."""
         return self._items().order_by("-id").values_list("id", flat=True).first() or 0
 
     @transaction.atomic
-    def _truncate_after(self, mark: int) -> int:
+    def truncate_after_sync(self, mark: int) -> int:
+        """`truncate_after` for synchronous callers (inside a service's transaction)."""
         if self._lock_session(create=False) is None:
             return 0
         deleted, _ = self._items().filter(id__gt=mark).delete()

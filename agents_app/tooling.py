@@ -28,9 +28,11 @@ from django.conf import settings
 
 from agents_app import providers
 from agents_app.context import ChatContext
-from agents_app.events import TOOL_FAILURE_PREFIX
 
 log = logging.getLogger(__name__)
+
+# Tool outputs that start with this are failures: the chat marks their `tool.output` as failed.
+TOOL_FAILURE_PREFIX = "Tool failed:"
 
 DEFAULT_TOOL_TIMEOUT = 20.0
 
@@ -50,7 +52,7 @@ def friendly_failure(ctx: RunContextWrapper[Any], error: Exception) -> str:
     """What the model (and the chat's tool entry) sees when a tool raises.
 
     The real exception goes to the log only: its text can hold SQL, paths or other users'
-    data. The prefix marks the `tool.output` event as failed (see agents_app.events)."""
+    data. The prefix marks the `tool.output` event as failed (see chat.transcript)."""
     name = _tool_name(ctx)
     if isinstance(error, ToolError):
         return f"{TOOL_FAILURE_PREFIX} {error}"

@@ -17,6 +17,7 @@ data (numbers and flags stay), and the details of span errors.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import queue
@@ -31,6 +32,8 @@ from typing import Any
 from agents import set_trace_processors
 from agents.tracing import TracingProcessor
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.utils import timezone
 
 from config.logging import current_request_id, request_id_bound
@@ -54,6 +57,19 @@ class _Record:
     sensitive: bool = True
 
 
+@functools.cache
+def _trace_local() -> bool:
+    """AGENTS_TRACE_LOCAL, read once: the SDK calls the processor for every span, and a lazy
+    settings lookup each time showed in the load benchmark's profile."""
+    return getattr(settings, "AGENTS_TRACE_LOCAL", True)
+
+
+@receiver(setting_changed)
+def _forget_trace_local(*, setting: str, **kwargs: Any) -> None:
+    if setting == "AGENTS_TRACE_LOCAL":
+        _trace_local.cache_clear()
+
+
 @dataclass
 class _Marker:
     done: threading.Event
@@ -73,7 +89,7 @@ class LocalTraceProcessor(TracingProcessor):
     # --- SDK callbacks: no I/O, only a queue put --------------------------------
     @staticmethod
     def enabled() -> bool:
-        return getattr(settings, "AGENTS_TRACE_LOCAL", True)
+        return _trace_local()
 
     def on_trace_start(self, trace) -> None:
         if not self.enabled():
@@ -220,8 +236,11 @@ class LocalTraceProcessor(TracingProcessor):
 def _trace_fields(record: _Record) -> dict[str, Any]:
     from django.contrib.auth import get_user_model
 
-    from chat.models import Run
+    from agents_app.models import TraceRecord
 
+    # The run is named by its public id in the trace metadata; its model is the one the lazy
+    # foreign key points at, so this app never imports the chat app.
+    Run = TraceRecord._meta.get_field("run").related_model
     metadata = {str(k): _jsonable(v) for k, v in record.payload["metadata"].items()}
     if record.request_id:
         metadata.setdefault("request_id", record.request_id)

@@ -4,15 +4,21 @@ from django.utils.html import format_html, format_html_join
 
 from chat import services
 from chat.admin_review import (
+    ConversationFeedbackFilter,
+    FeedbackFilter,
     LastRunStatusFilter,
     MessageStatusFilter,
     admin_link,
     cost_cell,
     events_table,
+    feedback_cell,
+    feedback_list,
+    run_feedback,
     trace_links,
+    with_feedback_counts,
     with_review_totals,
 )
-from chat.models import Conversation, Message, Run
+from chat.models import Conversation, Feedback, Message, Run
 
 USAGE_FIELDS = (
     "model", "requests", "input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens",
@@ -42,11 +48,11 @@ class MessageInline(ReadOnlyMixin, admin.TabularInline):
 class ConversationAdmin(admin.ModelAdmin):
     list_display = (
         "__str__", "owner", "agent_key", "current_agent_name", "last_run", "created_at", "updated_at", "tokens",
-        "total_cost",
+        "total_cost", "feedback",
     )
     list_filter = (
         ("owner", admin.RelatedOnlyFieldListFilter), "agent_key", LastRunStatusFilter, MessageStatusFilter,
-        "created_at", "updated_at",
+        ConversationFeedbackFilter, "created_at", "updated_at",
     )
     list_select_related = ("owner",)
     date_hierarchy = "created_at"
@@ -63,7 +69,11 @@ class ConversationAdmin(admin.ModelAdmin):
         return False
 
     def get_queryset(self, request):
-        return with_review_totals(super().get_queryset(request))
+        return with_feedback_counts(with_review_totals(super().get_queryset(request)), message_path="conversation")
+
+    @admin.display(description="Feedback")
+    def feedback(self, obj) -> str:
+        return feedback_cell(obj)
 
     def get_search_results(self, request, queryset, search_term):
         # Search a plain queryset and keep its matches by pk: searching messages on the
@@ -115,15 +125,16 @@ class ConversationAdmin(admin.ModelAdmin):
 class MessageAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = (
         "created_at", "conversation", "owner", "role", "agent_name", "status", "model", "total_tokens", "cost_usd",
+        "feedback",
     )
-    list_filter = ("role", "status", "conversation__agent_key", "model", "created_at")
+    list_filter = ("role", "status", FeedbackFilter, "conversation__agent_key", "model", "created_at")
     list_select_related = ("conversation__owner",)
     date_hierarchy = "created_at"
     search_fields = ("content", "conversation__title", "conversation__owner__email", "run__public_id")
     raw_id_fields = ("conversation", "run")
-    readonly_fields = ("public_id", "conversation", "run", "role", "content", "agent_name", "status", "error", "activity", "structured", *USAGE_FIELDS, "created_at", "updated_at", "traces")
+    readonly_fields = ("public_id", "conversation", "run", "role", "content", "agent_name", "status", "error", "activity", "structured", *USAGE_FIELDS, "created_at", "updated_at", "traces", "feedback_given")
     fieldsets = (
-        (None, {"fields": ("public_id", "conversation", "run", "traces", "role", "agent_name", "status", "error")}),
+        (None, {"fields": ("public_id", "conversation", "run", "traces", "feedback_given", "role", "agent_name", "status", "error")}),
         ("Content", {"fields": ("content", "activity", "structured")}),
         ("Usage", {"fields": USAGE_FIELDS}),
         ("Times", {"fields": ("created_at", "updated_at")}),
@@ -139,9 +150,20 @@ class MessageAdmin(ReadOnlyMixin, admin.ModelAdmin):
             return "unknown" if obj.total_tokens else "—"
         return cost_cell(obj.cost)
 
+    def get_queryset(self, request):
+        return with_feedback_counts(super().get_queryset(request))
+
+    @admin.display(description="Feedback")
+    def feedback(self, obj) -> str:
+        return feedback_cell(obj)
+
     @admin.display(description="Trace")
     def traces(self, obj) -> str:
         return trace_links(obj.run)
+
+    @admin.display(description="Users' feedback")
+    def feedback_given(self, obj) -> str:
+        return feedback_list(list(obj.feedback.select_related("user")))
 
 
 @admin.register(Run)
@@ -156,7 +178,7 @@ class RunAdmin(ReadOnlyMixin, admin.ModelAdmin):
     exclude = ("state", "events")
     readonly_fields = [
         *(f.name for f in Run._meta.fields if f.name not in ("state", "events")),
-        "messages_links", "traces", "event_log",
+        "messages_links", "traces", "reply_feedback", "event_log",
     ]
 
     @admin.display(description="User", ordering="conversation__owner__email")
@@ -178,6 +200,43 @@ class RunAdmin(ReadOnlyMixin, admin.ModelAdmin):
     def traces(self, obj) -> str:
         return trace_links(obj)
 
+    @admin.display(description="Feedback on the reply")
+    def reply_feedback(self, obj) -> str:
+        return run_feedback(obj)
+
     @admin.display(description="Events (no text deltas)")
     def event_log(self, obj) -> str:
         return events_table(obj.events)
+
+
+@admin.register(Feedback)
+class FeedbackAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """What users thought of replies: read-only, it is theirs."""
+
+    list_display = ("updated_at", "rating_icon", "comment_excerpt", "user", "reply", "agent")
+    list_filter = ("rating", ("comment", admin.EmptyFieldListFilter), "message__conversation__agent_key", "updated_at")
+    list_select_related = ("user", "message__conversation", "message__run")
+    date_hierarchy = "updated_at"
+    search_fields = ("comment", "user__email", "message__content", "message__conversation__title")
+    raw_id_fields = ("message", "user")
+    readonly_fields = ("message", "user", "rating", "comment", "created_at", "updated_at", "reply", "trace")
+
+    @admin.display(description="Rating", ordering="rating")
+    def rating_icon(self, obj) -> str:
+        return f"{'👍' if obj.rating == Feedback.Rating.UP else '👎'} {obj.get_rating_display()}"
+
+    @admin.display(description="Comment")
+    def comment_excerpt(self, obj) -> str:
+        return obj.comment[:80] + ("…" if len(obj.comment) > 80 else "") if obj.comment else "—"
+
+    @admin.display(description="Reply")
+    def reply(self, obj) -> str:
+        return admin_link(obj.message, obj.message.content[:60] or "(empty reply)")
+
+    @admin.display(description="Agent", ordering="message__agent_name")
+    def agent(self, obj) -> str:
+        return obj.message.agent_name or obj.message.conversation.agent_key
+
+    @admin.display(description="Trace")
+    def trace(self, obj) -> str:
+        return trace_links(obj.message.run)

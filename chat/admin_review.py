@@ -8,11 +8,12 @@ from typing import Any
 
 from django.contrib import admin
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from chat.models import Message, Run
-from chat.usage import format_cost
+from chat.models import Feedback, Message, Run
+from usage.formatting import format_cost
 
 
 def with_review_totals(conversations: QuerySet) -> QuerySet:
@@ -114,3 +115,94 @@ def admin_link(obj, label: str | None = None) -> str:
         return "—"
     url = reverse(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_change", args=[obj.pk])
     return format_html('<a href="{}">{}</a>', url, label or str(obj))
+
+
+class FeedbackFilter(admin.SimpleListFilter):
+    """Filter by the feedback users gave: on conversations (any of its replies) or on messages.
+    `feedback_path` is the lookup from the model admin's rows to Feedback rows."""
+
+    title = "feedback"
+    parameter_name = "feedback"
+    feedback_path = "feedback"  # Message -> Feedback
+
+    def lookups(self, request, model_admin):
+        return [
+            ("up", "👍 Good reply"),
+            ("down", "👎 Bad reply"),
+            ("comment", "With a comment"),
+            ("any", "Any feedback"),
+            ("none", "No feedback"),
+        ]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if not value:
+            return queryset
+        if value == "none":
+            return queryset.exclude(pk__in=queryset.filter(**{f"{self.feedback_path}__isnull": False}).values("pk"))
+        matching = Feedback.objects.all()
+        if value in (Feedback.Rating.UP, Feedback.Rating.DOWN):
+            matching = matching.filter(rating=value)
+        elif value == "comment":
+            matching = matching.exclude(comment="")
+        # A subquery, not a join: a join would repeat a row once per matching feedback.
+        key = "message_id" if self.feedback_path == "feedback" else "message__conversation_id"
+        return queryset.filter(pk__in=matching.values(key))
+
+
+class ConversationFeedbackFilter(FeedbackFilter):
+    feedback_path = "messages__feedback"
+
+
+def with_feedback_counts(queryset: QuerySet, *, message_path: str = "pk") -> QuerySet:
+    """Thumbs up and down per row, for a changelist column. Subqueries, not joins, so they never
+    multiply other totals on the same rows (see `with_review_totals`). `message_path`: the field
+    of a Feedback's message that the row's pk matches ("pk" for messages, "conversation" for
+    conversations)."""
+
+    def count(rating: str):
+        rows = (
+            Feedback.objects.filter(**{f"message__{message_path}": OuterRef("pk")}, rating=rating)
+            .order_by()
+            .values(f"message__{message_path}")
+            .annotate(n=Count("pk"))
+            .values("n")[:1]
+        )
+        return Coalesce(Subquery(rows), 0)
+
+    return queryset.annotate(feedback_up=count(Feedback.Rating.UP), feedback_down=count(Feedback.Rating.DOWN))
+
+
+def feedback_cell(obj) -> str:
+    up, down = getattr(obj, "feedback_up", 0) or 0, getattr(obj, "feedback_down", 0) or 0
+    if not (up or down):
+        return "—"
+    return " ".join(part for part in (f"👍 {up}" if up else "", f"👎 {down}" if down else "") if part)
+
+
+def feedback_list(feedback: list[Feedback]) -> str:
+    """Every user's verdict on a reply, newest first, each linked to its admin page."""
+    if not feedback:
+        return "—"
+    rows = format_html_join(
+        "",
+        "<li>{} <strong>{}</strong> by {} · {}{}</li>",
+        (
+            (
+                "👍" if item.rating == Feedback.Rating.UP else "👎",
+                item.get_rating_display(),
+                item.user,
+                item.updated_at.strftime("%Y-%m-%d %H:%M"),
+                format_html(": “{}”", item.comment) if item.comment else "",
+            )
+            for item in feedback
+        ),
+    )
+    return format_html('<ul class="feedback-list">{}</ul>', rows)
+
+
+def run_feedback(run: Run) -> str:
+    """The feedback on a run's reply, for showing next to its trace."""
+    if run is None or not run.pk:
+        return "—"
+    return feedback_list(list(Feedback.objects.filter(message__run=run).select_related("user")))

@@ -1,105 +1,191 @@
 """The chat socket (`/ws/chat/`): validates frames and calls the run service.
 
-Frames are JSON objects dispatched on `type`. A bad frame gets an `error` event and the
-socket stays usable. The protocol is documented in the README."""
+Frames are JSON objects dispatched on `type`. A refused frame (any `AppError`) gets an `error`
+event and the socket stays usable. Events of the conversations it watches come through the
+channel layer and go out in order through the socket's `EventOrder`; so do the events about
+all of the user's conversations (renamed, run activity, feedback: `chat.activity`), which
+every socket of the user hears through the group `user.<id>`. The socket lives only as
+long as what authenticated it (`accounts.credentials`): a revoked or expired token, a signed-out
+session, a new password or a deactivated user closes it with 4401. The protocol is documented
+in docs/protocol.md."""
 
 from __future__ import annotations
 
-import json
+import asyncio
+import contextlib
 import logging
+import time
 import uuid
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
+from django.db import OperationalError
 
-from agents_app import providers
-from agents_app.registry import UnknownAgent, all_specs
-from chat import protocol, quotas, runs, services
+from accounts.credentials import Credential
+from chat import activity, protocol, runs, selectors, services, wire
+from chat.conversations import conversation_rename
+from chat.feedback import feedback_give
+from chat.follow import EventOrder
 from chat.models import Conversation, Run
-from chat.protocol import FrameError
-from chat.streams import event_buffer
+from config import metrics, ratelimits
+from config.errors import AppError, overloaded
 from config.logging import current_request_id, new_request_id, request_id_bound
 
 log = logging.getLogger(__name__)
 
 CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FLOODING = 4429
+# Frames that act for the user: the credential is checked again before each of them.
+ACTING_FRAMES = {
+    "conversation.create", "conversation.rename", "message.send", "message.regenerate", "message.edit",
+    "approval.decide", "feedback.give",
+}
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         self.user = self.scope["user"]
+        self.credential: Credential | None = None
+        self.watching: dict[str, Conversation] = {}
+        self.order = EventOrder()
+        self.guard: asyncio.Task | None = None
+        self.slot: str | None = None
+        self.user_group: str | None = None
+        self.credential_ended = False
         # Accept first so the close code reaches the client (a refused handshake has none).
         await self.accept()
         if not self.user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED, reason="Sign in required.")
             return
-        self.watching: dict[str, Conversation] = {}
-        self.sent_seq: dict[str, int] = {}
+        try:
+            self.slot = await sync_to_async(ratelimits.socket_slots.take)(user_id=self.user.pk)
+        except AppError as exc:  # too many sockets open for this user
+            await self.send_json(wire.error(exc))
+            await self.close(code=CLOSE_FLOODING, reason="Too many connections.")
+            return
+        metrics.sockets_open.inc()
+        self.credential = self.scope.get("credential") or Credential.of_session(self.user, self.scope.get("session"))
+        if self.credential is not None:
+            for group in self.credential.groups:
+                await self.channel_layer.group_add(group, self.channel_name)
+        # Renames, run activity and feedback in any of the user's conversations, from any tab.
+        self.user_group = activity.user_group(self.user.pk)
+        await self.channel_layer.group_add(self.user_group, self.channel_name)
+        self.guard = asyncio.create_task(self._guard())
 
     async def disconnect(self, code: int) -> None:
-        for conversation in getattr(self, "watching", {}).values():
-            await self.channel_layer.group_discard(conversation.group_name, self.channel_name)
+        if self.guard is not None:
+            self.guard.cancel()
+        if self.slot is not None:
+            metrics.sockets_open.dec()
+            await sync_to_async(ratelimits.socket_slots.give_back)(user_id=self.user.pk, slot=self.slot)
+        groups = [conversation.group_name for conversation in self.watching.values()]
+        groups += self.credential.groups if self.credential is not None else []
+        groups += [self.user_group] if self.user_group is not None else []
+        for group in groups:
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    # --- the credential that opened the socket ----------------------------------
+    async def auth_revoked(self, message: dict[str, Any]) -> None:
+        """Its token was revoked, its session signed out, its user's password changed or the
+        user deactivated (`accounts.credentials.revoke`, from any process)."""
+        await self._end()
+
+    async def _guard(self) -> None:
+        """While the socket lives: close it at its token's expiry, recheck its credential every
+        AUTH_RECHECK_SECONDS (a revocation message can be lost with the channel layer, or come
+        from a process it does not reach), and keep its connection slot."""
+        checked = refreshed = time.monotonic()
+        with contextlib.suppress(asyncio.CancelledError):
+            while True:
+                left = self.credential.seconds_left() if self.credential is not None else None
+                await asyncio.sleep(min(settings.AUTH_RECHECK_SECONDS, ratelimits.SLOT_TTL_SECONDS / 3, left if left is not None else float("inf")))
+                now = time.monotonic()
+                if self.credential is not None and (
+                    self.credential.seconds_left() == 0 or now - checked >= settings.AUTH_RECHECK_SECONDS
+                ):
+                    checked = now
+                    if not await sync_to_async(self.credential.is_valid)():
+                        await self._end()
+                        return
+                if now - refreshed >= ratelimits.SLOT_TTL_SECONDS / 3:
+                    refreshed = now
+                    await sync_to_async(ratelimits.socket_slots.refresh)(user_id=self.user.pk, slot=self.slot)
+
+    async def _end(self) -> None:
+        self.credential_ended = True
+        await self.close(code=CLOSE_UNAUTHENTICATED, reason="Signed out, or access was revoked.")
 
     # --- incoming frames ------------------------------------------------------
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
-        if not self.user.is_authenticated:
-            return
-        if text_data is None:
-            await self.send_error("bad_frame", "Frames must be JSON text, not binary.")
-            return
-        if len(text_data.encode()) > settings.CHAT_MAX_FRAME_BYTES:
-            await self.send_error("too_large", f"Frames are limited to {settings.CHAT_MAX_FRAME_BYTES} bytes.")
+        if not self.user.is_authenticated or self.slot is None:
             return
         try:
-            frame = json.loads(text_data)
-        except ValueError:
-            await self.send_error("bad_json", "The frame is not valid JSON.")
+            ratelimits.check_frame(socket=self.channel_name)
+        except AppError as exc:
+            if ratelimits.flooding(socket=self.channel_name):
+                await self.close(code=CLOSE_FLOODING, reason="Too many frames.")
+            else:
+                await self.send_json(wire.error(exc))
             return
-        if not isinstance(frame, dict):
-            await self.send_error("bad_frame", "A frame must be a JSON object.")
+        try:
+            if text_data is None:
+                raise AppError("bad_frame", "Frames must be JSON text, not binary.")
+            frame = protocol.parse_frame(text_data)
+        except AppError as exc:
+            await self.send_json(wire.error(exc))
             return
         await self.receive_json(frame)
 
     async def receive_json(self, frame: dict[str, Any], **kwargs: Any) -> None:
-        handler = self.handlers.get(frame.get("type"))  # type: ignore[arg-type]
+        kind = frame.get("type")
+        handler = self.handlers.get(kind) if isinstance(kind, str) else None
         request_id = protocol.request_id_of(frame)
+        if self.credential_ended or (
+            handler is not None and kind in ACTING_FRAMES and self.credential is not None and not await sync_to_async(self.credential.is_valid)()
+        ):
+            # A frame that arrives after the credential ended is refused, and the socket closes.
+            refused = AppError("unauthorized", "Your session ended or your API token was revoked. Sign in again.")
+            await self.send_json(wire.error(refused, request_id=request_id))
+            await self._end()
+            return
         if handler is None:
-            await self.send_error("unknown_type", f"Unknown frame type {frame.get('type')!r}.", request_id)
+            unknown = AppError("unknown_type", f"Unknown frame type {protocol.shown(kind)}.")
+            await self.send_json(wire.error(unknown, request_id=request_id))
             return
         # Log lines caused by this frame carry its request id (or a generated one).
         with request_id_bound(request_id or new_request_id()):
             try:
                 await handler(self, frame, request_id)
-            except FrameError as exc:
-                conversation = frame.get("conversation") if isinstance(frame.get("conversation"), str) else None
-                await self.send_error(exc.code, exc.message, request_id, conversation=conversation)
+            except AppError as exc:
+                await self.send_json(wire.error(exc, request_id=request_id, conversation=_echoed_conversation(frame)))
+            except OperationalError as exc:  # no database connection free in time: nothing was done
+                log.warning("Frame %s refused: %r", kind, exc)
+                await self.send_json(wire.error(overloaded(), request_id=request_id, conversation=_echoed_conversation(frame)))
+            except Exception:
+                # A bug must not cost the user their socket (and every other conversation on
+                # it): log it, answer the frame, keep going. The fuzz tests expect none.
+                log.exception("Frame %s failed", kind)
+                failed = AppError("internal_error", "The server failed to handle this frame; please try again.")
+                await self.send_json(wire.error(failed, request_id=request_id, conversation=_echoed_conversation(frame)))
 
     async def on_ping(self, frame: dict[str, Any], request_id: str | None) -> None:
-        await self.send_json({"type": "pong", "request_id": request_id})
+        await self.send_json(wire.pong(request_id=request_id))
 
     async def on_conversation_create(self, frame: dict[str, Any], request_id: str | None) -> None:
-        agent_key = protocol.required_str(frame, "agent")
-        try:
-            conversation = await sync_to_async(services.conversation_create)(owner=self.user, agent_key=agent_key)
-        except UnknownAgent:
-            known = ", ".join(spec.key for spec in all_specs())
-            raise FrameError("unknown_agent", f"There is no agent {agent_key!r}. Available: {known}.") from None
+        agent_key = protocol.agent_key(frame)
+        conversation = await sync_to_async(services.conversation_create)(owner=self.user, agent_key=agent_key)
         await self.watch(conversation)
-        await self.send_json({
-            "type": "conversation.created",
-            "conversation": str(conversation.public_id),
-            "agent": conversation.agent_key,
-            "request_id": request_id,
-        })
+        await self.send_json(wire.conversation_created(conversation, request_id=request_id))
 
     async def on_conversation_open(self, frame: dict[str, Any], request_id: str | None) -> None:
         conversation = await self.own_conversation(frame)
         after = protocol.optional_seq(frame)
         await sync_to_async(services.release_dead_runs)(conversation=conversation)
         await self.watch(conversation)
-        active = await Run.objects.active().filter(conversation=conversation).afirst()
+        active = await Run.objects.active_in(conversation).afirst()
         followed = active
         if isinstance(frame.get("run"), str) and (active is None or str(active.public_id) != frame["run"]):
             # A reconnecting client finishes the run it was following, if it is still buffered.
@@ -107,29 +193,25 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             after = after if followed else 0
         elif not isinstance(frame.get("run"), str):
             after = 0
-        await self.send_json({
-            "type": "conversation.state",
-            "conversation": str(conversation.public_id),
-            "agent": conversation.current_agent_name,
-            "run": await run_state(active),
-            "request_id": request_id,
-        })
+        state = await selectors.arun_state(active)
+        await self.send_json(wire.conversation_state(conversation, run=state, request_id=request_id))
         if followed is not None:
-            await self.replay(str(followed.public_id), after=after)
+            for event in await self.order.replay(str(followed.public_id), after=after):
+                await self.send_json(event)
+
+    async def on_conversation_rename(self, frame: dict[str, Any], request_id: str | None) -> None:
+        """Answered, like every other tab of the user, by `conversation.renamed`."""
+        conversation = await self.own_conversation(frame)
+        title = protocol.title(frame)
+        await sync_to_async(conversation_rename)(conversation=conversation, title=title, request_id=request_id)
 
     async def on_message_send(self, frame: dict[str, Any], request_id: str | None) -> None:
         conversation = await self.own_conversation(frame)
         content = protocol.message_content(frame)
-        await self.require_provider()
         await self.watch(conversation)
-        try:
-            await runs.start_run(
-                user=self.user, conversation=conversation, content=content, request_id=request_id or current_request_id()
-            )
-        except quotas.QuotaExceeded as exc:
-            raise FrameError(exc.code, exc.message) from None
-        except services.ConversationBusy as exc:
-            raise FrameError(exc.code, exc.message) from None
+        await runs.start_run(
+            user=self.user, conversation=conversation, content=content, request_id=request_id or current_request_id()
+        )
 
     async def on_message_regenerate(self, frame: dict[str, Any], request_id: str | None) -> None:
         await self.replace_last_turn(frame, request_id)
@@ -141,84 +223,53 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def replace_last_turn(self, frame: dict[str, Any], request_id: str | None, **change: Any) -> None:
         conversation = await self.own_conversation(frame)
-        await self.require_provider()
         await self.watch(conversation)
-        try:
-            await runs.replace_last_turn(
-                user=self.user, conversation=conversation, request_id=request_id or current_request_id(), **change
-            )
-        except quotas.QuotaExceeded as exc:
-            raise FrameError(exc.code, exc.message) from None
-        except services.ConversationBusy as exc:
-            raise FrameError(exc.code, exc.message) from None
-        except services.NothingToReplace as exc:
-            raise FrameError("not_editable", str(exc)) from None
+        await runs.replace_last_turn(
+            user=self.user, conversation=conversation, request_id=request_id or current_request_id(), **change
+        )
 
     async def on_approval_decide(self, frame: dict[str, Any], request_id: str | None) -> None:
         conversation = await self.own_conversation(frame)
-        call_id = protocol.required_str(frame, "call_id")
+        call_id = protocol.call_id(frame)
         approve, reason = protocol.approval_decision(frame)
         await self.watch(conversation)
-        try:
-            await runs.decide_approval(
-                user=self.user, conversation=conversation, call_id=call_id, approve=approve, reason=reason
-            )
-        except runs.ApprovalError as exc:
-            raise FrameError(exc.code, exc.message) from None
+        await runs.decide_approval(user=self.user, conversation=conversation, call_id=call_id, approve=approve, reason=reason)
 
     async def on_run_cancel(self, frame: dict[str, Any], request_id: str | None) -> None:
         conversation = await self.own_conversation(frame)
-        if await runs.stop_run(conversation=conversation) is None:
-            raise FrameError("not_running", "Nothing is running in this conversation.")
+        await runs.stop_run(conversation=conversation)
+
+    async def on_feedback_give(self, frame: dict[str, Any], request_id: str | None) -> None:
+        """Answered, like every other tab of the user, by `feedback.updated`."""
+        message_id = protocol.uuid_field(frame, "message")
+        rating, comment = protocol.feedback(frame)
+        message = await selectors.amessage_for(self.user, message_id)
+        await sync_to_async(feedback_give)(user=self.user, message=message, rating=rating, comment=comment, request_id=request_id)
 
     handlers = {
         "ping": on_ping,
         "conversation.create": on_conversation_create,
         "conversation.open": on_conversation_open,
+        "conversation.rename": on_conversation_rename,
         "message.send": on_message_send,
         "message.regenerate": on_message_regenerate,
         "message.edit": on_message_edit,
         "approval.decide": on_approval_decide,
         "run.cancel": on_run_cancel,
+        "feedback.give": on_feedback_give,
     }
 
     # --- events from the channel layer ---------------------------------------
-    async def chat_event(self, message: dict[str, Any]) -> None:
-        await self.forward(message["event"])
-
-    async def forward(self, event: dict[str, Any], *, replaying: bool = False) -> None:
-        run, seq = event.get("run"), event.get("seq")
-        if run and seq:
-            sent = self.sent_seq.get(run, 0)
-            if seq <= sent:
-                return  # already sent from the replay buffer
-            if sent and seq > sent + 1 and not replaying:
-                # The layer dropped events for this socket (a full channel): fill the gap from
-                # the replay buffer, which sends this event too, in order.
-                await self.replay(run, after=sent)
-                return
-            self.sent_seq[run] = seq
-        await self.send_json(event)
-
-    async def replay(self, run_id: str, *, after: int) -> None:
-        self.sent_seq[run_id] = max(self.sent_seq.get(run_id, 0), after)
-        for event in await event_buffer().read(run_id, after=after):
-            await self.forward(event, replaying=True)
+    async def chat_events(self, message: dict[str, Any]) -> None:
+        for incoming in message["events"]:
+            if incoming.get("type") == wire.CONVERSATION_ACTIVITY and incoming.get("conversation") in self.watching:
+                continue  # this socket follows that conversation: its run's own events say it all
+            for event in await self.order.accept(incoming):
+                await self.send_json(event)
 
     # --- helpers -------------------------------------------------------------
     async def own_conversation(self, frame: dict[str, Any]) -> Conversation:
-        public_id = protocol.conversation_id(frame)
-        conversation = await Conversation.objects.for_user(self.user).filter(public_id=public_id).afirst()
-        if conversation is None:
-            # The same answer for someone else's conversation and a missing one.
-            raise FrameError("not_found", "No such conversation.")
-        return conversation
-
-    async def require_provider(self) -> None:
-        try:
-            providers.provider_name()
-        except providers.ProviderNotConfigured as exc:
-            raise FrameError("provider_not_configured", str(exc)) from None
+        return await selectors.aconversation_for(self.user, protocol.conversation_id(frame))
 
     async def watch(self, conversation: Conversation) -> None:
         key = str(conversation.public_id)
@@ -226,13 +277,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_add(conversation.group_name, self.channel_name)
         self.watching[key] = conversation
 
-    async def send_error(
-        self, code: str, message: str, request_id: str | None = None, *, conversation: str | None = None
-    ) -> None:
-        event = {"type": "error", "code": code, "message": message, "request_id": request_id}
-        if conversation:
-            event["conversation"] = conversation
-        await self.send_json(event)
+
+def _echoed_conversation(frame: dict[str, Any]) -> str | None:
+    """The frame's `conversation` to echo on an `error`, when it is an id at all."""
+    value = frame.get("conversation")
+    return value if isinstance(value, str) and _uuid_or_none(value) is not None else None
 
 
 def _uuid_or_none(value: str) -> uuid.UUID | None:
@@ -240,25 +289,3 @@ def _uuid_or_none(value: str) -> uuid.UUID | None:
         return uuid.UUID(value)
     except ValueError:
         return None
-
-
-async def run_state(run: Run | None) -> dict[str, Any] | None:
-    if run is None:
-        return None
-    reply = await run.messages.filter(role="assistant").afirst()
-    return {
-        "id": str(run.public_id),
-        "status": run.status,
-        "agent": run.agent_name,
-        "message": str(reply.public_id) if reply else None,
-        "approvals": [
-            {
-                "call_id": approval.call_id,
-                "name": approval.tool_name,
-                "arguments": approval.arguments,
-                "agent": approval.agent_name,
-                "expires_at": run.approval_expires_at.isoformat() if run.approval_expires_at else None,
-            }
-            async for approval in run.approvals.pending()
-        ],
-    }

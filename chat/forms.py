@@ -1,12 +1,24 @@
 from django import forms
 
-from agents_app.registry import all_specs
+from agents_app.registry import available_specs
 
 
 class NewConversationForm(forms.Form):
-    agent = forms.ChoiceField(choices=())
+    # The same refusal as the socket's and the API's `unknown_agent`.
+    agent = forms.ChoiceField(choices=(), error_messages={"invalid_choice": "There is no agent “%(value)s”."})
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, user, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["agent"].choices = [(spec.key, spec.title) for spec in all_specs()]
+        self.fields["agent"].choices = [(spec.key, spec.title) for spec in available_specs(user)]
         self.fields["agent"].initial = "assistant"
+
+
+class RenameForm(forms.Form):
+    # Length and blank titles are checked by the service (chat.conversations), for every transport.
+    title = forms.CharField(required=False, strip=True)
+
+
+class FeedbackForm(forms.Form):
+    # "" takes the feedback back; the service checks the rating and the comment's length.
+    rating = forms.CharField(required=False, max_length=8)
+    comment = forms.CharField(required=False, strip=True)

@@ -3,8 +3,10 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q, Sum
+from django.db.models import Q
 from django.utils import timezone
+
+from usage.models import TokenCounts
 
 
 class ConversationQuerySet(models.QuerySet):
@@ -12,12 +14,6 @@ class ConversationQuerySet(models.QuerySet):
         if not user.is_authenticated:
             return self.none()
         return self.filter(owner=user)
-
-    def with_usage(self) -> "ConversationQuerySet":
-        return self.annotate(
-            total_tokens_sum=Sum("messages__total_tokens"),
-            cost_sum=Sum("messages__cost"),
-        )
 
 
 class Conversation(models.Model):
@@ -59,7 +55,10 @@ class MessageQuerySet(models.QuerySet):
         return self.filter(role=Message.Role.ASSISTANT)
 
 
-class Message(models.Model):
+class Message(TokenCounts):
+    """A user's message or an agent's reply. A reply keeps a copy of its run's usage (model,
+    tokens, cost) for display; every total is summed from the ledger (`usage.selectors`)."""
+
     class Role(models.TextChoices):
         USER = "user"
         ASSISTANT = "assistant"
@@ -86,15 +85,6 @@ class Message(models.Model):
     # Structured final output (a card), when the agent has an output type.
     structured = models.JSONField(null=True, blank=True)
 
-    model = models.CharField(max_length=128, blank=True)
-    requests = models.PositiveIntegerField(default=0)
-    input_tokens = models.PositiveIntegerField(default=0)
-    cached_tokens = models.PositiveIntegerField(default=0)
-    output_tokens = models.PositiveIntegerField(default=0)
-    reasoning_tokens = models.PositiveIntegerField(default=0)
-    total_tokens = models.PositiveIntegerField(default=0)
-    # None means "unknown" (a model missing from the pricing table), never "free".
-    cost = models.DecimalField(max_digits=14, decimal_places=8, null=True, blank=True)
     time_to_first_token_ms = models.PositiveIntegerField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
 
@@ -113,6 +103,10 @@ class Message(models.Model):
 class RunQuerySet(models.QuerySet):
     def active(self) -> "RunQuerySet":
         return self.filter(status__in=Run.ACTIVE_STATUSES)
+
+    def active_in(self, conversation) -> "RunQuerySet":
+        """The conversation's active run (at most one: see the constraint on `Run`)."""
+        return self.active().filter(conversation=conversation)
 
     def stale(self, *, now=None) -> "RunQuerySet":
         """Active runs whose process stopped beating: it died or lost its database."""
@@ -225,3 +219,38 @@ class Approval(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tool_name} ({self.status})"
+
+
+class FeedbackQuerySet(models.QuerySet):
+    def for_user(self, user) -> "FeedbackQuerySet":
+        if not user.is_authenticated:
+            return self.none()
+        return self.filter(user=user)
+
+
+class Feedback(models.Model):
+    """A user's verdict on one reply: thumbs up or down and an optional comment. One per user
+    and reply; giving it again changes it (`chat.feedback.feedback_give`)."""
+
+    class Rating(models.TextChoices):
+        UP = "up", "Good reply"
+        DOWN = "down", "Bad reply"
+
+    COMMENT_CHARS = 2000
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="feedback")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    rating = models.CharField(max_length=4, choices=Rating.choices, db_index=True)
+    comment = models.TextField(blank=True, max_length=COMMENT_CHARS)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    objects = FeedbackQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-updated_at", "-id"]
+        verbose_name_plural = "feedback"
+        constraints = [models.UniqueConstraint(fields=["message", "user"], name="one_feedback_per_user_and_reply")]
+
+    def __str__(self) -> str:
+        return f"{self.get_rating_display()} from {self.user}"

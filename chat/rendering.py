@@ -1,26 +1,118 @@
-"""Model output is untrusted: Markdown is rendered with raw HTML disabled, then sanitised."""
+"""Model output is untrusted: Markdown is rendered with raw HTML disabled, fenced code is
+highlighted on the server with Pygments, then everything is sanitised with nh3, which keeps
+only the tags Markdown produces and the classes the highlighter emits."""
+
+from __future__ import annotations
+
+import functools
 
 import nh3
 from markdown_it import MarkdownIt
+from markdown_it.common.utils import escapeHtml
+from pygments import highlight as pygments_highlight
+from pygments.formatters import HtmlFormatter
+from pygments.lexers import get_all_lexers, get_lexer_by_name
+from pygments.token import STANDARD_TYPES
+from pygments.util import ClassNotFound
 
-_markdown = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False}).enable(
-    ["table", "strikethrough"]
-)
+# Light and dark Pygments styles for static/chat/pygments.css (`manage.py pygments_css`).
+LIGHT_STYLE = "default"
+DARK_STYLE = "github-dark"
+CODE_CLASS = "highlight"
+_ALIGN_CLASSES = {"left": "align-left", "center": "align-center", "right": "align-right"}
+# Longer code is shown plain: highlighting is linear, but a reply is rendered on every reload.
+_MAX_HIGHLIGHT_CHARS = 100_000
+
+_formatter = HtmlFormatter(nowrap=True)
+
+
+@functools.cache
+def _languages() -> dict[str, str]:
+    """Every alias Pygments knows -> its canonical (first) alias, used as `language-<alias>`."""
+    names: dict[str, str] = {}
+    for _name, aliases, _files, _mimes in get_all_lexers():
+        for alias in aliases:
+            names.setdefault(alias.lower(), aliases[0].lower())
+    return names
+
+
+def _highlight(code: str, lang: str, _attrs: str) -> str:
+    """markdown-it's highlight hook: a whole `<pre>` block, so every fence has one shape."""
+    alias = _languages().get((lang or "").lower())
+    body = escapeHtml(code)
+    if alias and len(code) <= _MAX_HIGHLIGHT_CHARS:
+        try:
+            body = pygments_highlight(code, get_lexer_by_name(alias), _formatter)
+        except ClassNotFound:
+            alias = None
+    language = f' class="language-{alias}"' if alias else ""
+    return f'<pre class="{CODE_CLASS}"><code{language}>{body}</code></pre>'
+
+
+def _aligned_cell(self, tokens, idx, options, env) -> str:
+    # markdown-it aligns table cells with a style attribute; a class keeps a strict CSP possible.
+    token = tokens[idx]
+    style = token.attrGet("style") or ""
+    if style.startswith("text-align:"):
+        token.attrs.pop("style")
+        token.attrSet("class", _ALIGN_CLASSES.get(style.split(":", 1)[1], ""))
+    return self.renderToken(tokens, idx, options, env)
+
+
+_markdown = MarkdownIt(
+    "commonmark", {"html": False, "breaks": True, "linkify": False, "typographer": False, "highlight": _highlight}
+).enable(["table", "strikethrough"])
+_markdown.add_render_rule("th_open", _aligned_cell)
+_markdown.add_render_rule("td_open", _aligned_cell)
 
 _ALLOWED_TAGS = {
-    "p", "br", "hr", "strong", "em", "del", "code", "pre", "blockquote", "ul", "ol", "li",
+    "p", "br", "hr", "strong", "em", "del", "code", "pre", "span", "blockquote", "ul", "ol", "li",
     "a", "h1", "h2", "h3", "h4", "h5", "h6", "table", "thead", "tbody", "tr", "th", "td",
 }
 
 
-def render_markdown(text: str) -> str:
-    html = _markdown.render(text or "")
-    return nh3.clean(
-        html,
+@functools.cache
+def _cleaner() -> nh3.Cleaner:
+    token_classes = {name for name in STANDARD_TYPES.values() if name}
+    align = set(_ALIGN_CLASSES.values())
+    return nh3.Cleaner(
         tags=_ALLOWED_TAGS,
-        attributes={"a": {"href", "title"}, "th": {"style"}, "td": {"style"}},
+        # Classes only, and only those the highlighter and the table rule emit; no other attribute
+        # survives except a link's href/title and an ordered list's start.
+        attributes={"a": {"href", "title"}, "ol": {"start"}},
+        allowed_classes={
+            "span": token_classes,
+            "pre": {CODE_CLASS},
+            "code": {f"language-{alias}" for alias in set(_languages().values())},
+            "th": align,
+            "td": align,
+        },
         url_schemes={"http", "https", "mailto"},
         link_rel="noopener noreferrer nofollow",
+    )
+
+
+def sanitise(html: str) -> str:
+    """Only Markdown's tags, the highlighter's classes, and safe links survive."""
+    return _cleaner().clean(html)
+
+
+def render_markdown(text: str) -> str:
+    return sanitise(_markdown.render(text or ""))
+
+
+def pygments_css() -> str:
+    """The stylesheet for highlighted code: light, then dark under prefers-color-scheme."""
+
+    def rules(style: str) -> str:
+        lines = HtmlFormatter(style=style).get_style_defs(f".{CODE_CLASS}").splitlines()
+        return "\n".join(line for line in lines if line.startswith(f".{CODE_CLASS}"))
+
+    dark = "\n".join(f"  {line}" for line in rules(DARK_STYLE).splitlines())
+    return (
+        f"/* Generated by `manage.py pygments_css` from Pygments styles {LIGHT_STYLE!r} and {DARK_STYLE!r}. */\n"
+        f"{rules(LIGHT_STYLE)}\n"
+        f"@media (prefers-color-scheme: dark) {{\n{dark}\n}}\n"
     )
 
 

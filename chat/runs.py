@@ -4,51 +4,145 @@
 `services.run_create`), then executes the run as a background task of this process. The run
 does not belong to the socket that asked for it: closing the tab does not stop it, and its
 reply is stored either way. Events go out through `RunStream` (numbered, buffered, fanned out
-to the conversation's group). Stop reaches the run from any process: directly when it runs
-here, else through a Redis pub/sub message, and through the database flag checked on every
-heartbeat as a fallback. A run that needs a tool approval parks its serialised state in the
-database and ends its task; whichever process receives the decision resumes it.
+to the conversation's group), built by `chat.wire`. Stop reaches the run from any process:
+directly when it runs here, else through a Redis pub/sub message, and through the database
+flag checked on every heartbeat as a fallback. A run that needs a tool approval parks its
+serialised state in the database and ends its task; whichever process receives the decision
+resumes it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import json
 import logging
+import sys
+from dataclasses import dataclass
 from typing import Any
 
-from agents import RunConfig, Runner, RunState
+from agents import Agent, RunConfig, RunContextWrapper, Runner, RunState
 from agents.exceptions import InputGuardrailTripwireTriggered, MaxTurnsExceeded, OutputGuardrailTripwireTriggered
 from agents.run_error_handlers import RunErrorHandlerInput, RunErrorHandlerResult
 from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
 from pydantic import BaseModel
 
-from agents_app import history, progress, providers
+from agents_app import context_window, history, progress, providers
 from agents_app.context import ChatContext
 from agents_app.errors import user_safe_message
-from agents_app.events import StreamEventMapper, Transcript
+from agents_app.guardrails import STREAM_RULES, StreamGuard, StreamTripped
 from agents_app.registry import AgentSpec, get_spec
 from agents_app.session import DjangoSession
-from agents_app.usage import usage_summary
-from chat import quotas, services
+from chat import activity, services, wire
 from chat.models import Approval, Conversation, Message, Run
-from chat.rendering import render_card, render_markdown
-from chat.streams import RunStream, event_buffer, send_to_conversation
+from chat.streams import RunStream, run_control, send_to_conversation
+from chat.transcript import StreamEventMapper, Transcript, field_of, parse_arguments
+from config import metrics
+from config.errors import AppError
 from config.logging import bind_request_id
+from usage.quotas import check_quota
+from usage.tokens import counts_from_sdk
 
 log = logging.getLogger(__name__)
 
 # Executors of the runs this process is executing, by run public id.
 _executors: dict[str, RunExecutor] = {}
+SHUTDOWN_ERROR = "The server restarted before this reply finished. Send your message again."
+
+
+class _Drain:
+    """A process that is shutting down (SIGTERM: a deploy, a scale-down) starts no new run,
+    lets the runs in flight finish for up to RUN_DRAIN_SECONDS, then ends the rest as
+    interrupted at once (turn closed, conversation freed, true status) instead of leaving them
+    to the 30-second stale mark."""
+
+    def __init__(self) -> None:
+        self.active = False
+
+    def refuse_new_runs(self) -> None:
+        if self.active:
+            raise AppError("shutting_down", "This server is restarting. Send again: another one will answer.", retry_after=1)
+
+    async def run(self, timeout: float) -> None:
+        self.active = True
+        running = [executor.task for executor in list(_executors.values()) if executor.task is not None]
+        log.info("shutting down: waiting up to %.0f s for %d runs in flight", timeout, len(running))
+        if running:
+            await asyncio.wait(running, timeout=timeout)
+        leftover = [executor for executor in list(_executors.values()) if executor.task is not None and not executor.task.done()]
+        for executor in leftover:
+            executor.interrupt_for_shutdown()
+        if leftover:
+            log.warning("shutting down: %d runs did not finish in time; ending them as interrupted", len(leftover))
+            await asyncio.wait([executor.task for executor in leftover], timeout=10)
+
+
+drain = _Drain()
+
+
+class _Heartbeat:
+    """One task per process proves every run it executes alive, every RUN_HEARTBEAT_SECONDS,
+    in a few queries for all of them (not a task and three queries per run): it saves the
+    partial replies that changed since the last beat (so a crash keeps them) and stops the runs
+    someone asked, through the database, to stop."""
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task | None = None
+
+    def ensure_running(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.task is None or self.task.done() or self.task.get_loop() is not loop:
+            self.task = loop.create_task(self._beat_while_running(), context=contextvars.Context())
+
+    async def _beat_while_running(self) -> None:
+        while _executors:
+            await asyncio.sleep(settings.RUN_HEARTBEAT_SECONDS)
+            # Every run this process holds beats, also one still waiting for its turn on a busy
+            # loop: a silent run is declared dead by other processes and by its followers.
+            beating = list(_executors.values())
+            if not beating:
+                continue
+            beats = [executor.beat() for executor in beating]
+            try:
+                to_stop = await sync_to_async(services.runs_heartbeat)(beats=beats)
+            except Exception:
+                log.exception("heartbeat of %d runs failed", len(beats))
+                continue
+            for executor in beating:
+                if executor.run.pk in to_stop and not executor.stop_requested:
+                    executor.request_stop()
+
+
+heartbeat = _Heartbeat()
+
+
+def drain_on_shutdown() -> None:
+    """Under daphne (Twisted), drain before the reactor stops: a "before shutdown" trigger
+    that returns a Deferred holds the shutdown until the drain is over (daphne itself closes
+    the sockets meanwhile; their clients reconnect to another process and follow the runs there)."""
+    if "twisted.internet.reactor" not in sys.modules:
+        return  # not under daphne (which installs its reactor before loading the application)
+    from twisted.internet import defer, reactor
+
+    def before_shutdown():
+        return defer.Deferred.fromFuture(asyncio.ensure_future(drain.run(settings.RUN_DRAIN_SECONDS)))
+
+    reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
 
 
 async def start_run(*, user, conversation: Conversation, content: str, request_id: str = "") -> services.StartedRun:
-    """Store the message and start the run. Raises `services.ConversationBusy`, or
-    `quotas.QuotaExceeded` before anything is stored when the user is over today's budget."""
-    await sync_to_async(quotas.check_quota)(user=user)
-    started = await sync_to_async(services.run_create)(conversation=conversation, content=content, request_id=request_id)
+    """Store the message and start the run. Refuses with an `AppError` before anything is
+    stored: `busy`/`approval_pending` (a run is active), `too_many_runs`, `quota_exceeded`
+    (checked with the runs in flight, see `services._admit`), `provider_not_configured`, or
+    `shutting_down` while this process drains, and `unknown_agent` for an agent the user may
+    not run (a staff-only one)."""
+    drain.refuse_new_runs()
+    services.agent_for(user=user, agent_key=conversation.agent_key)
+    providers.require_provider()
+    # `database_sync_to_async`: the connection goes back to the pool right after (a request
+    # that streams the run must not hold one for its whole life).
+    started = await database_sync_to_async(services.run_create)(conversation=conversation, content=content, request_id=request_id)
     _launch(RunExecutor(started.run, reply=started.reply, user=user, conversation=conversation, started=started))
     return started
 
@@ -56,10 +150,12 @@ async def start_run(*, user, conversation: Conversation, content: str, request_i
 async def replace_last_turn(
     *, user, conversation: Conversation, request_id: str = "", edited_message_id=None, content: str | None = None
 ) -> services.StartedRun:
-    """Regenerate the last reply, or answer an edited last question, as a new run.
-    Raises `services.ConversationBusy`, `services.NothingToReplace` or `quotas.QuotaExceeded`."""
-    await sync_to_async(quotas.check_quota)(user=user)
-    started = await sync_to_async(services.run_create_replacing_last_turn)(
+    """Regenerate the last reply, or answer an edited last question, as a new run. Refuses
+    like `start_run`, and with `not_editable` when there is no such last turn."""
+    drain.refuse_new_runs()
+    services.agent_for(user=user, agent_key=conversation.agent_key)
+    providers.require_provider()
+    started = await database_sync_to_async(services.run_create_replacing_last_turn)(
         conversation=conversation, request_id=request_id, edited_message_id=edited_message_id, content=content
     )
     _launch(RunExecutor(started.run, reply=started.reply, user=user, conversation=conversation, started=started))
@@ -68,6 +164,9 @@ async def replace_last_turn(
 
 def _launch(executor: RunExecutor) -> None:
     _executors[executor.run_id] = executor
+    metrics.runs_started.inc()
+    metrics.runs_in_flight.set(len(_executors))
+    heartbeat.ensure_running()
     # A fresh context: the run outlives the request or socket that started it, and must not
     # inherit its per-request ORM thread (asgiref's ThreadSensitiveContext), which ends with it.
     executor.task = asyncio.create_task(
@@ -75,61 +174,47 @@ def _launch(executor: RunExecutor) -> None:
     )
 
 
-async def stop_run(*, conversation: Conversation) -> Run | None:
-    """Ask the conversation's active run to stop, wherever it executes."""
-    run = await Run.objects.active().filter(conversation=conversation).afirst()
+async def stop_run(*, conversation: Conversation) -> Run:
+    """Ask the conversation's active run to stop, wherever it executes. Refuses with
+    `not_running` when nothing runs."""
+    run = await Run.objects.active_in(conversation).afirst()
     if run is None:
-        return None
+        raise AppError("not_running", "Nothing is running in this conversation.")
     if run.status == Run.Status.AWAITING_APPROVAL:
         # Nothing executes a parked run: end it right here.
         reply = await sync_to_async(services.end_paused_run)(
             run=run, status=Run.Status.CANCELLED, error="", approval_status=Approval.Status.REJECTED
         )
         if reply is not None:
-            await _publish_end(run, reply, conversation=conversation, status=Run.Status.CANCELLED, error="")
+            await publish_end_of_parked_run(run, reply, conversation=conversation, status=Run.Status.CANCELLED)
         return run
     await sync_to_async(services.run_request_cancel)(run=run)
     executor = _executors.get(str(run.public_id))
     if executor is not None:
         executor.request_stop()
     else:
-        await event_buffer().send_stop(str(run.public_id))
+        await run_control.send_stop(str(run.public_id))
     return run
-
-
-class ApprovalError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 async def decide_approval(*, user, conversation: Conversation, call_id: str, approve: bool, reason: str = "") -> Approval:
     """Approve or reject a pending tool call; when it was the last one pending, resume the run
-    in this process (whichever process that is)."""
+    in this process (whichever process that is). Refuses with `not_found`, `already_decided`,
+    `quota_exceeded` (a decision resumes the run, which then uses tokens again) or
+    `unknown_agent` (a staff-only agent, for someone no longer staff)."""
+    services.agent_for(user=user, agent_key=conversation.agent_key)
     await sync_to_async(services.expire_approvals)(conversation=conversation)
+    await sync_to_async(check_quota)(user=user)
     run = await Run.objects.filter(conversation=conversation, approvals__call_id=call_id).order_by("-created_at").afirst()
     if run is None:
-        raise ApprovalError("not_found", "No such tool call is waiting for approval.")
-    try:
-        approval, all_decided = await sync_to_async(services.approval_decide)(
-            run=run, call_id=call_id, approve=approve, reason=reason, user=user
-        )
-    except services.ApprovalNotFound:
-        raise ApprovalError("not_found", "No such tool call is waiting for approval.") from None
-    except services.ApprovalAlreadyDecided as exc:
-        raise ApprovalError("already_decided", str(exc)) from None
+        raise AppError("not_found", services.APPROVAL_NOT_FOUND)
+    approval, all_decided = await sync_to_async(services.approval_decide)(
+        run=run, call_id=call_id, approve=approve, reason=reason, user=user
+    )
     # Every open tab hears of the decision at once; the resumed run's own events follow.
     await send_to_conversation(
         conversation.group_name,
-        {
-            "type": "approval.decided",
-            "conversation": str(conversation.public_id),
-            "run": str(run.public_id),
-            "call_id": call_id,
-            "approved": approve,
-            "reason": reason,
-        },
+        [wire.approval_decided(conversation=conversation, run=run, call_id=call_id, approved=approve, reason=reason)],
     )
     if all_decided and await sync_to_async(services.run_claim_paused)(run=run):
         await run.arefresh_from_db()
@@ -149,7 +234,34 @@ def active_executor(run_id: str) -> RunExecutor | None:
     return _executors.get(str(run_id))
 
 
+async def publish_end_of_parked_run(run: Run, reply: Message, *, conversation: Conversation, status: str) -> None:
+    """End a parked run's stream from whichever process ended it (Stop, expiry): its numbering
+    continues after what the run published before it paused."""
+    events = wire.end_of_run(reply, status=status, error=reply.error)
+    last_seq = await sync_to_async(services.run_reserve_seq)(run=run, count=len(wire.END_OF_RUN_EVENTS))
+    stream = RunStream(
+        conversation_id=str(conversation.public_id), run_id=str(run.public_id), group=conversation.group_name,
+        last_seq=last_seq,
+    )
+    for event in events:
+        await stream.publish(event)
+    await stream.close()
+    await activity.conversation_changed(conversation)  # the owner's other tabs: no longer running
+
+
+@dataclass
+class Ending:
+    """How a run ended, as the steps below decide it."""
+
+    status: str = Run.Status.COMPLETED
+    error: str = ""
+    structured: dict | None = None
+    paused: bool = False
+
+
 class RunExecutor:
+    """Executes one run (or resumes one after its approvals) and stores its outcome."""
+
     def __init__(
         self,
         run: Run,
@@ -170,8 +282,13 @@ class RunExecutor:
         self.task: asyncio.Task | None = None
         self.result = None
         self.stop_requested = False
+        self.shutting_down = False
         self.max_turns_hit = False
         self.hold_text = False
+        self.guard: StreamGuard | None = None
+        self.model_label = ""
+        self.transcript: Transcript | None = None  # set while the agent runs (heartbeats read it)
+        self._beaten: tuple = ()
         self.events: list[dict[str, Any]] = list(run.events) if resume else []
         self.stream = RunStream(
             conversation_id=str(conversation.public_id),
@@ -185,10 +302,16 @@ class RunExecutor:
         if self.result is not None:
             self.result.cancel("immediate")
 
+    def interrupt_for_shutdown(self) -> None:
+        """Stop now, and say the truth: the server went away, the user did not stop it."""
+        self.shutting_down = True
+        self.request_stop()
+
     async def execute(self) -> None:
         # The task runs in a fresh context: bind the request id again for run and tool logs.
         bind_request_id(self.run.request_id)
         try:
+            await activity.conversation_changed(self.conversation)  # the owner's other tabs: running
             await self._execute()
         except Exception:
             log.exception("run %s crashed outside the agent loop", self.run_id)
@@ -202,42 +325,66 @@ class RunExecutor:
             )
         finally:
             _executors.pop(self.run_id, None)
+            metrics.runs_in_flight.set(len(_executors))
 
     async def publish(self, event: dict[str, Any]) -> None:
         published = await self.stream.publish(event)
         if event["type"] != "message.delta":
             self.events.append(published)
 
-    # --- the run ---------------------------------------------------------------
+    # --- the run, step by step ---------------------------------------------------
     async def _execute(self) -> None:
         spec = get_spec(self.conversation.agent_key)
         session = DjangoSession(self.conversation.session_id)
+        agent, transcript, mark = await self._prepare(spec)
+        # Not streamed live: text an output guardrail must check first, and structured outputs
+        # (JSON that is shown as a card once complete).
+        self.hold_text = _holds_text(spec)
+        await run_control.watch(self.run_id, self.request_stop)  # a stop asked for in another process
+        self.transcript = transcript
+        try:
+            ending = await self._run_agent(spec, agent, session, transcript)
+        finally:
+            self.transcript = None  # no more beats: the outcome is stored next
+            await run_control.unwatch(self.run_id)
+            await self._settle_sdk()
+        if ending.paused:
+            await self._pause(transcript)
+            return
+        if self.shutting_down and ending.status == Run.Status.CANCELLED:
+            ending = Ending(status=Run.Status.INTERRUPTED, error=SHUTDOWN_ERROR)
+        await self._repair_history(session, ending=ending, mark=mark, partial=transcript.content)
+        if ending.status not in (Run.Status.COMPLETED, Run.Status.BLOCKED):
+            # What the output guardrails never passed stays unseen: the reply keeps what was shown.
+            transcript.text_parts[:] = [self.visible_text(transcript)]
+        transcript.settle_activity("cancelled" if ending.status == Run.Status.CANCELLED else "failed")
+        await self._finish(self._outcome(transcript, ending))
+
+    async def _prepare(self, spec: AgentSpec) -> tuple[Agent, Transcript, int]:
+        """The agent that answers, what the reply holds so far, and the history mark to roll
+        back to (the run is marked running with it). A new run is announced; a resumed one
+        continues its reply."""
         if self.resume:
             agent = spec.agent_named(self.run.agent_name)
             transcript = Transcript(
                 agent=self.reply.agent_name or agent.name, text_parts=[self.reply.content], activity=self.reply.activity
             )
             mark = self.run.history_mark or 0
-        else:
-            agent = spec.agent_named(self.conversation.current_agent_name)
-            transcript = Transcript(agent=agent.name)
-            await self._announce(agent.name)
-            mark = await session.last_item_id()
-        mapper = StreamEventMapper(agent=transcript.agent, text_so_far=bool(transcript.content))
-        # Not streamed live: text an output guardrail must check first, and structured outputs
-        # (JSON that is shown as a card once complete).
-        self.hold_text = hold_text = any(
-            candidate.output_guardrails or not _plain_text(candidate) for candidate in spec.agents()
-        )
+            await sync_to_async(services.run_mark_running)(run=self.run, history_mark=mark)
+            return agent, transcript, mark
+        agent = spec.agent_named(self.conversation.current_agent_name)
+        await self._announce(agent.name)
+        mark = await sync_to_async(services.run_mark_running)(run=self.run)
+        return agent, Transcript(agent=agent.name), mark
 
-        await sync_to_async(services.run_mark_running)(run=self.run, history_mark=mark)
-        background = [asyncio.create_task(self._beat(transcript)), asyncio.create_task(self._listen())]
-
-        status, error, structured, model_label = Run.Status.COMPLETED, "", None, ""
+    async def _run_agent(self, spec: AgentSpec, agent: Agent, session: DjangoSession, transcript: Transcript) -> Ending:
+        """Stream the SDK run to the clients; how it ended (never raises for a run's failure)."""
         try:
             resolved = providers.model_for_run()
-            model_label = resolved.label
+            self.model_label = resolved.label
             context = ChatContext(user=self.user, conversation=self.conversation, request_id=self.run.request_id)
+            if not self.hold_text:
+                self.guard = StreamGuard.for_agents(spec.agents(), RunContextWrapper(context=context))
             run_input = await self._restore(agent, context) if self.resume else self.started.user_message.content
             with progress.reporting_to(self._report_progress):
                 self.result = Runner.run_streamed(
@@ -251,104 +398,110 @@ class RunExecutor:
                 )
                 if self.stop_requested:
                     self.result.cancel("immediate")
-                announced_hold = False
-                async for event in self.result.stream_events():
-                    for wire in mapper.map(event):
-                        transcript.apply(wire)
-                        if hold_text and wire["type"] == "message.delta":
-                            if not announced_hold:
-                                announced_hold = True
-                                await self.publish({"type": "run.progress", "stage": "checking"})
-                            continue
-                        await self.publish(wire)
+                await self._stream(StreamEventMapper(agent=transcript.agent, text_so_far=bool(transcript.content)), transcript)
             await self._settle_sdk()
-            if self.result.interruptions and not self.stop_requested:
-                await self._pause(transcript, model_label)
-                return
-            if self.stop_requested and self.result.final_output is None:
-                status = Run.Status.CANCELLED
-            elif self.max_turns_hit:
-                status, error = Run.Status.FAILED, user_safe_message(MaxTurnsExceeded(""))
+            return self._ending_of_result(transcript)
+        except (InputGuardrailTripwireTriggered, OutputGuardrailTripwireTriggered, StreamTripped) as exc:
+            if isinstance(exc, StreamTripped):  # caught while streaming: stop the model at once
+                self.result.cancel("immediate")
+                await self._settle_sdk()
+                name, message = exc.guardrail, exc.message
             else:
-                structured = _structured(self.result.final_output)
-                if structured is not None:
-                    transcript.text_parts[:] = []  # the card says it; the JSON text would not
-        except (InputGuardrailTripwireTriggered, OutputGuardrailTripwireTriggered) as exc:
-            status = Run.Status.BLOCKED
-            name, message = _guardrail_verdict(exc)
-            error = f"Blocked by the {name} guardrail."
+                name, message = _guardrail_verdict(exc)
             transcript.text_parts[:] = [message]
-            await self.publish({"type": "guardrail.tripped", "guardrail": name, "message": message})
+            await self.publish(wire.guardrail_tripped(guardrail=name, message=message))
+            return Ending(status=Run.Status.BLOCKED, error=f"Blocked by the {name} guardrail.")
         except Exception as exc:
-            status = Run.Status.CANCELLED if self.stop_requested else Run.Status.FAILED
-            error = "" if self.stop_requested else user_safe_message(exc)
             log.warning("run %s failed: %r", self.run_id, exc, exc_info=not isinstance(exc, providers.ProviderNotConfigured))
-        finally:
-            for task in background:
-                task.cancel()
-            await self._settle_sdk()
+            if self.stop_requested:
+                return Ending(status=Run.Status.CANCELLED)
+            return Ending(status=Run.Status.FAILED, error=user_safe_message(exc))
 
-        await self._repair_history(session, status=status, mark=mark, partial=transcript.content, error=error)
-        if hold_text and status != Run.Status.COMPLETED and status != Run.Status.BLOCKED:
-            # Never checked by the output guardrail: not shown (the SDK history keeps it).
-            transcript.text_parts[:] = []
-        transcript.settle_activity("cancelled" if status == Run.Status.CANCELLED else "failed")
-        await self._finish(self._outcome(transcript, status=status, error=error, structured=structured, model=model_label))
+    async def _stream(self, mapper: StreamEventMapper, transcript: Transcript) -> None:
+        """Publish the run's events as they come. Text goes through the stream guard when the
+        agents' output guardrails can judge it as it streams (it may hold a little back), and
+        is held until the end when they cannot (or the output is structured)."""
+        announced_hold = False
+        async for event in self.result.stream_events():
+            for event_out in mapper.map(event):
+                transcript.apply(event_out)
+                if event_out["type"] == "message.delta":
+                    if self.hold_text:
+                        if not announced_hold:
+                            announced_hold = True
+                            await self.publish(wire.run_progress("checking"))
+                        continue
+                    if self.guard is not None:
+                        if shown := await self.guard.feed(event_out["delta"]):
+                            await self.publish(wire.message_delta(shown))
+                        continue
+                await self.publish(event_out)
+        # The SDK's own output guardrails passed the complete reply: show what was held back.
+        if self.guard is not None and (rest := self.guard.rest()):
+            await self.publish(wire.message_delta(rest))
+
+    def visible_text(self, transcript: Transcript) -> str:
+        """What the user has been shown of the reply so far (all of it, unless a guard holds
+        some back or the text is held until the end)."""
+        if self.hold_text:
+            return ""
+        if self.guard is not None:
+            return self.guard.text[: self.guard.shown]
+        return transcript.content
+
+    def _ending_of_result(self, transcript: Transcript) -> Ending:
+        if self.result.interruptions and not self.stop_requested:
+            return Ending(status=Run.Status.AWAITING_APPROVAL, paused=True)
+        if self.stop_requested and self.result.final_output is None:
+            return Ending(status=Run.Status.CANCELLED)
+        if self.max_turns_hit:
+            return Ending(status=Run.Status.FAILED, error=user_safe_message(MaxTurnsExceeded("")))
+        structured = _structured(self.result.final_output)
+        if structured is not None:
+            transcript.text_parts[:] = []  # the card says it; the JSON text would not
+        return Ending(structured=structured)
 
     async def _announce(self, agent_name: str) -> None:
         started = self.started
         if started.replaced_message_ids:
-            await self.publish({"type": "conversation.truncated", "messages": list(started.replaced_message_ids)})
-        await self.publish({
-            "type": "message.created",
-            "message": str(started.user_message.public_id),
-            "role": "user",
-            "content": started.user_message.content,
-            "request_id": self.run.request_id or None,
-        })
-        await self.publish({
-            "type": "run.started",
-            "message": str(self.reply.public_id),
-            "agent": agent_name,
-            "request_id": self.run.request_id or None,
-        })
+            await self.publish(wire.conversation_truncated(started.replaced_message_ids))
+        await self.publish(wire.message_created(started.user_message, request_id=self.run.request_id))
+        await self.publish(wire.run_started(self.reply, agent=agent_name, request_id=self.run.request_id))
 
-    async def _restore(self, agent, context: ChatContext) -> RunState:
+    async def _restore(self, agent: Agent, context: ChatContext) -> RunState:
         """The paused run's state, with the users' decisions applied."""
         state = await RunState.from_string(agent, self.run.state, context_override=context)
         decisions = {a.call_id: a async for a in Approval.objects.filter(run=self.run)}
         for item in state.get_interruptions():
-            decision = decisions.get(getattr(item.raw_item, "call_id", None))
-            if decision is not None and decision.status == Approval.Status.APPROVED:
+            call_id = field_of(item.raw_item, "call_id")
+            decision = decisions.get(call_id)
+            approved = decision is not None and decision.status == Approval.Status.APPROVED
+            if approved:
                 state.approve(item)
             else:
                 reason = decision.reason if decision and decision.reason else "The user declined this action."
                 state.reject(item, rejection_message=f"Not approved by the user: {reason}")
-            transcript_status = "completed" if decision and decision.status == Approval.Status.APPROVED else "rejected"
-            await self.publish({
-                "type": "approval.resolved",
-                "call_id": getattr(item.raw_item, "call_id", ""),
-                "status": transcript_status,
-            })
+            await self.publish(wire.approval_resolved(call_id=call_id or "", status="completed" if approved else "rejected"))
         return state
 
-    async def _pause(self, transcript: Transcript, model_label: str) -> None:
-        approvals = []
-        for item in self.result.interruptions:
-            raw = item.raw_item
-            approvals.append({
-                "call_id": getattr(raw, "call_id", None) or raw.get("call_id"),
-                "name": getattr(raw, "name", None) or raw.get("name"),
-                "arguments": _parse(getattr(raw, "arguments", None) or raw.get("arguments")),
+    async def _pause(self, transcript: Transcript) -> None:
+        approvals = [
+            {
+                "call_id": field_of(item.raw_item, "call_id"),
+                "name": field_of(item.raw_item, "name"),
+                "arguments": parse_arguments(field_of(item.raw_item, "arguments")) or {},
                 "agent": item.agent.name,
-            })
+            }
+            for item in self.result.interruptions
+        ]
+        waiting = {approval["call_id"] for approval in approvals}
         for entry in transcript.activity:
-            if entry.get("call_id") in {a["call_id"] for a in approvals}:
+            if entry.get("call_id") in waiting:
                 entry["status"] = "awaiting_approval"
         state = self.result.to_state().to_string(context_serializer=_context_reference)
-        events = [{"type": "approval.requested", **approval} for approval in approvals]
-        events.append({"type": "run.paused", "status": Run.Status.AWAITING_APPROVAL})
-        outcome = self._outcome(transcript, status=Run.Status.AWAITING_APPROVAL, error="", structured=None, model=model_label)
+        events = [wire.approval_requested(**approval) for approval in approvals]
+        events.append(wire.run_paused(Run.Status.AWAITING_APPROVAL))
+        outcome = self._outcome(transcript, Ending(status=Run.Status.AWAITING_APPROVAL))
         await self.stream.flush()
         # The seq of the events announced below is reserved now, so a process that resumes
         # this run continues after them.
@@ -358,25 +511,30 @@ class RunExecutor:
         for event in events:
             await self.stream.publish(event)
         await self.stream.close()
+        await activity.conversation_changed(self.conversation)  # waiting for an approval
 
-    def _outcome(self, transcript: Transcript, *, status: str, error: str, structured, model: str) -> services.RunOutcome:
-        usage = usage_summary(self.result.context_wrapper.usage) if self.result is not None else {}
+    def _outcome(self, transcript: Transcript, ending: Ending) -> services.RunOutcome:
         return services.RunOutcome(
-            status=status,
+            status=ending.status,
             content=transcript.content,
             agent_name=transcript.agent,
-            error=error,
+            error=ending.error,
             activity=transcript.activity,
-            structured=structured,
-            model=model,
-            usage=usage,
+            structured=ending.structured,
+            model=self.model_label,
+            usage=counts_from_sdk(self.result.context_wrapper.usage) if self.result is not None else {},
             time_to_first_token_ms=transcript.time_to_first_token_ms,
             duration_ms=transcript.duration_ms,
         )
 
     def _run_config(self, spec: AgentSpec, resolved: providers.ResolvedModel) -> RunConfig:
+        # Every model call gets at most the agent's input-token budget of the conversation, and
+        # the session reads only that much of it (in this run's own context).
+        window = context_window.window_for(spec, resolved)
+        context_window.use_for_history(window)
         return RunConfig(
             model=resolved.model,
+            call_model_input_filter=window,
             model_settings=resolved.settings,
             workflow_name=spec.workflow_name or f"chat.{spec.key}",
             group_id=str(self.conversation.public_id),
@@ -399,9 +557,9 @@ class RunExecutor:
             self.max_turns_hit = True
             message = user_safe_message(data.error)
             if not self.hold_text:  # held text is dropped on failure; the error says it then
-                wire = {"type": "message.delta", "delta": (f"\n\n{message}" if transcript.content else message)}
-                transcript.apply(wire)
-                await self.publish(wire)
+                event = wire.message_delta(f"\n\n{message}" if transcript.content else message)
+                transcript.apply(event)
+                await self.publish(event)
             # Stored as the assistant's last message, so the history ends as a valid turn.
             return RunErrorHandlerResult(final_output=message, include_in_history=True)
 
@@ -414,87 +572,56 @@ class RunExecutor:
         if task is not None and not task.done():
             await asyncio.wait({task}, timeout=30)
 
-    async def _repair_history(self, session: DjangoSession, *, status: str, mark: int, partial: str, error: str) -> None:
-        if status == Run.Status.BLOCKED:
+    async def _repair_history(self, session: DjangoSession, *, ending: Ending, mark: int, partial: str) -> None:
+        if ending.status == Run.Status.BLOCKED:
             # A blocked request must not come back as input next turn: drop the whole turn.
             await session.truncate_after(mark)
-        elif status in (Run.Status.CANCELLED, Run.Status.FAILED):
-            await history.close_turn(session.session_id, mark=mark, ending=history.ending_for(status, partial, error))
+        elif ending.status in (Run.Status.CANCELLED, Run.Status.FAILED, Run.Status.INTERRUPTED):
+            await history.close_turn(
+                session.session_id, mark=mark, ending=history.ending_for(ending.status, partial, ending.error)
+            )
 
     async def _finish(self, outcome: services.RunOutcome) -> None:
         await self.stream.flush()
-        outcome.events = self.events + [{"type": "run.finished", "status": outcome.status, "error": outcome.error}]
-        outcome.last_seq = self.stream.seq + 3  # the three events published below
+        closing = wire.run_finished(status=outcome.status, error=outcome.error)
+        outcome.events = [*self.events, closing]
+        # The seq of the end-of-run events, reserved before they are published.
+        outcome.last_seq = self.stream.seq + len(wire.END_OF_RUN_EVENTS)
         reply = await sync_to_async(services.run_finish)(run=self.run, outcome=outcome)
+        _observe(outcome)
         # Published only after the commit above: nobody hears of a reply that is not stored.
-        await _publish_end(
-            self.run, reply, conversation=self.conversation, status=outcome.status, error=outcome.error, stream=self.stream
+        for event in wire.end_of_run(reply, status=outcome.status, error=outcome.error):
+            await self.stream.publish(event)
+        await self.stream.close()
+        await activity.conversation_changed(self.conversation)  # the owner's other tabs: ended
+
+    # --- companions ---------------------------------------------------------------
+    def beat(self) -> services.Beat:
+        """What the next heartbeat saves of this run: its partial reply only when it changed."""
+        if self.transcript is None:  # not streaming (yet, or any more): alive, nothing to save
+            return services.Beat(run_id=self.run.pk)
+        text, activity = self.visible_text(self.transcript), self.transcript.activity
+        shape = (len(text), len(activity), tuple(entry.get("status") for entry in activity))
+        changed = shape != self._beaten
+        self._beaten = shape
+        return services.Beat(
+            run_id=self.run.pk, content=text if changed else None, activity=list(activity) if changed else None
         )
-
-    # --- background companions ------------------------------------------------
-    async def _beat(self, transcript: Transcript) -> None:
-        while True:
-            await asyncio.sleep(settings.RUN_HEARTBEAT_SECONDS)
-            try:
-                cancel = await sync_to_async(services.run_heartbeat)(run=self.run, partial_content=transcript.content)
-            except Exception:
-                log.exception("heartbeat of run %s failed", self.run_id)
-                continue
-            if cancel and not self.stop_requested:
-                self.request_stop()
-
-    async def _listen(self) -> None:
-        """A stop asked for in another process (see `stop_run`)."""
-        await event_buffer().wait_for_stop(self.run_id)
-        self.request_stop()
 
     async def _report_progress(self, stage: str, data: dict[str, Any]) -> None:
-        await self.publish({"type": "run.progress", "stage": stage, **data})
+        await self.publish(wire.run_progress(stage, **data))
 
 
-async def _publish_end(
-    run: Run, reply: Message, *, conversation: Conversation, status: str, error: str, stream: RunStream | None = None
-) -> None:
-    """The three events that end every run, whoever ends it."""
-    if stream is None:
-        # Ending a parked run from whichever process got the request: continue its numbering.
-        await run.arefresh_from_db(fields=["last_seq"])
-        stream = RunStream(
-            conversation_id=str(conversation.public_id),
-            run_id=str(run.public_id),
-            group=conversation.group_name,
-            last_seq=run.last_seq,
-        )
-        await Run.objects.filter(pk=run.pk).aupdate(last_seq=run.last_seq + 3)
-    await stream.publish({
-        "type": "message.completed",
-        "message": str(reply.public_id),
-        "status": reply.status,
-        "agent": reply.agent_name,
-        "content": reply.content,
-        "html": render_markdown(reply.content),
-        "structured": reply.structured,
-        "card": render_card(reply.structured),
-        "activity": reply.activity,
-    })
-    await stream.publish({"type": "usage", "message": str(reply.public_id), **message_usage(reply)})
-    await stream.publish({"type": "run.finished", "status": status, "error": error})
-    await stream.close()
-
-
-def message_usage(message: Message) -> dict[str, Any]:
-    return {
-        "model": message.model,
-        "requests": message.requests,
-        "input_tokens": message.input_tokens,
-        "cached_tokens": message.cached_tokens,
-        "output_tokens": message.output_tokens,
-        "reasoning_tokens": message.reasoning_tokens,
-        "total_tokens": message.total_tokens,
-        "cost": None if message.cost is None else str(message.cost),
-        "time_to_first_token_ms": message.time_to_first_token_ms,
-        "duration_ms": message.duration_ms,
-    }
+def _observe(outcome: services.RunOutcome) -> None:
+    metrics.runs_finished.labels(outcome.status).inc()
+    if outcome.duration_ms is not None:
+        metrics.run_duration.observe(outcome.duration_ms / 1000)
+    if outcome.time_to_first_token_ms is not None:
+        metrics.time_to_first_token.observe(outcome.time_to_first_token_ms / 1000)
+    usage = outcome.usage or {}
+    model = outcome.model or "unknown"
+    metrics.tokens.labels(model, "input").inc(usage.get("input_tokens", 0))
+    metrics.tokens.labels(model, "output").inc(usage.get("output_tokens", 0))
 
 
 def _context_reference(context: Any) -> dict[str, Any]:
@@ -503,17 +630,16 @@ def _context_reference(context: Any) -> dict[str, Any]:
     return {"user_id": getattr(context.user, "pk", None), "conversation_id": str(context.conversation.public_id)}
 
 
-def _plain_text(agent) -> bool:
+def _holds_text(spec: AgentSpec) -> bool:
+    """Whether replies must be held until complete: a structured output (shown as a card), or
+    an output guardrail that cannot judge text as it streams (`guardrails.STREAM_RULES`)."""
+    agents = list(spec.agents())
+    names = {guardrail.get_name() for agent in agents for guardrail in agent.output_guardrails}
+    return any(not _plain_text(agent) for agent in agents) or not names <= set(STREAM_RULES)
+
+
+def _plain_text(agent: Agent) -> bool:
     return agent.output_type is None or agent.output_type is str
-
-
-def _parse(arguments: Any) -> Any:
-    if isinstance(arguments, str):
-        try:
-            return json.loads(arguments)
-        except json.JSONDecodeError:
-            return arguments
-    return arguments if arguments is not None else {}
 
 
 def _structured(final_output: Any) -> dict | None:

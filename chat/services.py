@@ -1,29 +1,36 @@
 """Writes to conversations, messages and runs. Synchronous and atomic; async callers wrap
-them with `database_sync_to_async`. Nothing here talks to the model or the channel layer."""
+them with `sync_to_async`. Nothing here talks to the model or the channel layer. Refusals are
+`AppError`s, which every transport shows the same way."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from decimal import Decimal
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agents_app import history
 from agents_app.models import AgentSession
-from agents_app.registry import get_spec
+from agents_app.registry import AgentSpec, UnknownAgent, available_specs, get_spec
 from agents_app.session import DjangoSession
+from agents_app.tooling import TOOL_FAILURE_PREFIX
 from chat.models import Approval, Conversation, Message, Run
+from chat.transcript import preview
+from config import ratelimits
+from config.errors import AppError
+from usage.quotas import check_quota
+from usage.services import copy_counts, usage_record_store, usage_release, usage_reserve
 
 log = logging.getLogger(__name__)
 
 TITLE_CHARS = 60
 
 
-class ConversationBusy(Exception):
+class ConversationBusy(AppError):
     """The conversation already has an active run (in this process or another)."""
 
     code = "busy"
@@ -35,8 +42,10 @@ class ApprovalPending(ConversationBusy):
     message = "A tool call is waiting for your approval in this conversation. Approve or reject it first."
 
 
-class NothingToReplace(Exception):
+class NothingToReplace(AppError):
     """Regenerate/edit asked for a turn that does not exist (or is not the last one)."""
+
+    code = "not_editable"
 
 
 @dataclass(frozen=True)
@@ -48,9 +57,23 @@ class StartedRun:
     replaced_message_ids: tuple[str, ...] = ()
 
 
+def agent_for(*, user, agent_key: str) -> AgentSpec:
+    """The agent `user` may use under `agent_key`; `unknown_agent` otherwise (a staff-only
+    agent does not exist for anyone else, also for a conversation created with it earlier)."""
+    try:
+        spec = get_spec(agent_key)
+    except UnknownAgent:
+        spec = None
+    if spec is None or not spec.available_to(user):
+        known = ", ".join(spec.key for spec in available_specs(user))
+        raise AppError("unknown_agent", f"There is no agent {agent_key!r}. Available: {known}.")
+    return spec
+
+
 @transaction.atomic
 def conversation_create(*, owner, agent_key: str, title: str = "") -> Conversation:
-    spec = get_spec(agent_key)  # raises UnknownAgent
+    ratelimits.check_conversation_create(user_id=owner.pk)
+    spec = agent_for(user=owner, agent_key=agent_key)
     return Conversation.objects.create(
         owner=owner, agent_key=spec.key, title=title[:200], current_agent_name=spec.agent.name
     )
@@ -93,6 +116,7 @@ def _start(
     release_dead_runs(conversation=conversation)
     try:
         with transaction.atomic():
+            _admit(conversation=conversation)
             now = timezone.now()
             run = Run.objects.create(
                 conversation=conversation,
@@ -118,25 +142,53 @@ def _start(
             if not conversation.title:
                 conversation.title = _title_from(content)
             conversation.save(update_fields=["title", "updated_at"])
+            usage_reserve(
+                run_id=run.pk, user_id=conversation.owner_id, conversation_id=conversation.pk,
+                agent_key=conversation.agent_key, created_at=reply.created_at,
+            )
     except IntegrityError:
-        active = Run.objects.active().filter(conversation=conversation).first()
-        if active is not None and active.status == Run.Status.AWAITING_APPROVAL:
-            raise ApprovalPending() from None
-        raise ConversationBusy() from None
+        _refuse_busy(conversation)
     return StartedRun(run=run, user_message=user_message, reply=reply, replaced_message_ids=replaced)
+
+
+def _refuse_busy(conversation: Conversation) -> None:
+    active = Run.objects.active_in(conversation).first()
+    if active is not None and active.status == Run.Status.AWAITING_APPROVAL:
+        raise ApprovalPending() from None
+    raise ConversationBusy() from None
+
+
+def _admit(*, conversation: Conversation) -> None:
+    """May the conversation's owner start a run now? Under a lock on the owner's row, so the
+    checks below and the run they admit are one step for every process: parallel messages
+    cannot all pass a budget or a cap that each of them alone would pass."""
+    User = get_user_model()
+    owner = User.objects.select_for_update().get(pk=conversation.owner_id)
+    if Run.objects.active_in(conversation).exists():
+        _refuse_busy(conversation)
+    running = Run.objects.filter(conversation__owner=owner, status__in=(Run.Status.QUEUED, Run.Status.RUNNING)).count()
+    cap = settings.AGENTS_MAX_ACTIVE_RUNS_PER_USER
+    if cap and running >= cap:
+        raise AppError(
+            "too_many_runs",
+            f"You already have {running} replies being generated (at most {cap} at a time). "
+            "Wait for one to finish, or stop one.",
+            retry_after=5,
+        )
+    check_quota(user=owner)
 
 
 def _drop_last_turn(*, conversation: Conversation, new_run: Run, content: str | None, edited_message_id):
     last = Run.objects.filter(conversation=conversation).exclude(pk=new_run.pk).order_by("-created_at", "-id").first()
     question = last and last.messages.filter(role=Message.Role.USER).first()
     if question is None:
-        raise NothingToReplace("There is no reply to regenerate yet.")
+        raise NothingToReplace(message="There is no reply to regenerate yet.")
     if edited_message_id is not None and question.public_id != edited_message_id:
-        raise NothingToReplace("Only the last message can be edited.")
+        raise NothingToReplace(message="Only the last message can be edited.")
     doomed = list(last.messages.values_list("public_id", flat=True))
     last.messages.all().delete()
     if last.history_mark is not None:
-        DjangoSession(conversation.session_id)._truncate_after(last.history_mark)
+        DjangoSession(conversation.session_id).truncate_after_sync(last.history_mark)
     # The conversation continues with the agent that started the replaced turn.
     conversation.current_agent_name = last.agent_name or conversation.current_agent_name
     Conversation.objects.filter(pk=conversation.pk).update(current_agent_name=conversation.current_agent_name)
@@ -150,23 +202,42 @@ def _title_from(content: str) -> str:
     return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1] + "…"
 
 
-def run_mark_running(*, run: Run, history_mark: int) -> None:
+def run_mark_running(*, run: Run, history_mark: int | None = None) -> int:
+    """The run starts executing; `history_mark` (default: the newest stored SDK item, read
+    here in the same trip to the database) is where a blocked run rolls back to."""
+    if history_mark is None:
+        history_mark = DjangoSession(run.conversation.session_id).last_item_id_sync()
     Run.objects.filter(pk=run.pk).update(
         status=Run.Status.RUNNING,
         history_mark=history_mark,
         started_at=timezone.now(),
         heartbeat_at=timezone.now(),
     )
+    return history_mark
 
 
-def run_heartbeat(*, run: Run, partial_content: str) -> bool:
-    """Prove this process is alive, save the partial reply (so a crash keeps it) and report
-    whether someone asked, through the database, to stop the run."""
-    Run.objects.filter(pk=run.pk, status__in=Run.ACTIVE_STATUSES).update(heartbeat_at=timezone.now())
-    Message.objects.filter(run=run, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING).update(
-        content=partial_content
-    )
-    return Run.objects.filter(pk=run.pk, cancel_requested=True).exists()
+@dataclass(frozen=True)
+class Beat:
+    """One run in a heartbeat: its id, and its partial reply when that changed (else None)."""
+
+    run_id: int
+    content: str | None = None
+    activity: list | None = None
+
+
+@transaction.atomic
+def runs_heartbeat(*, beats: list[Beat]) -> set[int]:
+    """Prove this process alive for all its runs at once, save the partial replies that changed
+    (so a crash keeps them), and return the runs someone asked, through the database, to stop.
+    One update for every run, one per changed reply, one read."""
+    ids = [beat.run_id for beat in beats]
+    Run.objects.filter(pk__in=ids, status__in=Run.ACTIVE_STATUSES).update(heartbeat_at=timezone.now())
+    for beat in beats:
+        if beat.content is not None:
+            Message.objects.filter(run_id=beat.run_id, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING).update(
+                content=beat.content, activity=beat.activity
+            )
+    return set(Run.objects.filter(pk__in=ids, cancel_requested=True).values_list("pk", flat=True))
 
 
 def run_request_cancel(*, run: Run) -> bool:
@@ -200,7 +271,13 @@ MESSAGE_STATUS_FOR_RUN = {
 
 @transaction.atomic
 def run_finish(*, run: Run, outcome: RunOutcome) -> Message:
-    """Store the reply with its usage and release the conversation's lock, in one commit."""
+    """Store the reply with its usage and release the conversation's lock, in one commit.
+
+    Compare-and-set: a run that another process declared dead meanwhile (its heartbeat stalled)
+    has had its turn closed and its lock released; its late outcome is not written over that."""
+    if not Run.objects.select_for_update().filter(pk=run.pk, status__in=Run.ACTIVE_STATUSES).exists():
+        log.warning("run %s ended after it was declared dead; its outcome is not stored", run.public_id)
+        return Message.objects.get(run=run, role=Message.Role.ASSISTANT)
     reply = _store_reply(run=run, outcome=outcome, status=MESSAGE_STATUS_FOR_RUN[outcome.status])
     Run.objects.filter(pk=run.pk).update(
         status=outcome.status,
@@ -219,7 +296,8 @@ def run_finish(*, run: Run, outcome: RunOutcome) -> Message:
 
 
 def _store_reply(*, run: Run, outcome: RunOutcome, status: str) -> Message:
-    usage = outcome.usage or {}
+    """The reply as the run ended, with its usage recorded in the ledger (`usage`) in the same
+    transaction; the reply keeps a copy of the counts for display."""
     reply = Message.objects.select_for_update().get(run=run, role=Message.Role.ASSISTANT)
     reply.status = status
     reply.content = outcome.content
@@ -227,50 +305,34 @@ def _store_reply(*, run: Run, outcome: RunOutcome, status: str) -> Message:
     reply.error = outcome.error
     reply.activity = outcome.activity or []
     reply.structured = outcome.structured
-    reply.model = outcome.model
-    for name in ("requests", "input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens", "total_tokens"):
-        setattr(reply, name, usage.get(name, 0))
-    reply.cost = cost_of(model=outcome.model, usage=usage)
     reply.time_to_first_token_ms = outcome.time_to_first_token_ms
     reply.duration_ms = outcome.duration_ms
+    owner_id, agent_key = Conversation.objects.filter(pk=run.conversation_id).values_list("owner_id", "agent_key").get()
+    record = usage_record_store(
+        run_id=run.pk,
+        user_id=owner_id,
+        conversation_id=run.conversation_id,
+        agent_key=agent_key,
+        model=outcome.model,
+        counts=outcome.usage or {},
+        created_at=reply.created_at,
+    )
+    copy_counts(record, reply)
     reply.save()
-    usage_record_store(run=run, reply=reply)
     return reply
 
 
-USAGE_COUNTS = ("requests", "input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens", "total_tokens")
-
-
-def usage_record_store(*, run: Run, reply: Message) -> None:
-    """Copy the reply's usage into the ledger (`accounts.UsageRecord`, one row per run; a paused
-    run's row is updated when it finishes). The ledger outlives the reply, the run and the
-    conversation, so deleting or regenerating never gives tokens back."""
-    from accounts.models import UsageRecord
-
-    owner_id, agent_key = Conversation.objects.filter(pk=run.conversation_id).values_list("owner_id", "agent_key").get()
-    UsageRecord.objects.update_or_create(
-        run=run,
-        defaults={
-            "user_id": owner_id,
-            "conversation_id": run.conversation_id,
-            "agent_key": agent_key,
-            "model": reply.model,
-            "cost": reply.cost,
-            "created_at": reply.created_at,
-            **{name: getattr(reply, name) for name in USAGE_COUNTS},
-        },
-    )
+def run_reserve_seq(*, run: Run, count: int) -> int:
+    """Reserve `count` event numbers of a run executing nowhere (a parked run ended from any
+    process); returns the last seq before them."""
+    with transaction.atomic():
+        locked = Run.objects.select_for_update().only("last_seq").get(pk=run.pk)
+        Run.objects.filter(pk=run.pk).update(last_seq=locked.last_seq + count)
+    return locked.last_seq
 
 
 # --- Human in the loop ---------------------------------------------------------------
-class ApprovalNotFound(Exception):
-    pass
-
-
-class ApprovalAlreadyDecided(Exception):
-    def __init__(self, approval: Approval) -> None:
-        super().__init__(f"This tool call was already {approval.status}.")
-        self.approval = approval
+APPROVAL_NOT_FOUND = "No such tool call is waiting for approval."
 
 
 @transaction.atomic
@@ -279,6 +341,7 @@ def run_pause(*, run: Run, state: str, approvals: list[dict], outcome: RunOutcom
     (never sent to a client), the lock stays held, and any process can resume it."""
     expires_at = timezone.now() + timedelta(seconds=settings.AGENTS_APPROVAL_TTL_SECONDS)
     _store_reply(run=run, outcome=outcome, status=Message.Status.AWAITING_APPROVAL)
+    usage_release(run_id=run.pk)  # a parked run uses nothing until someone decides
     Run.objects.filter(pk=run.pk).update(
         status=Run.Status.AWAITING_APPROVAL,
         state=state,
@@ -310,9 +373,9 @@ def approval_decide(*, run: Run, call_id: str, approve: bool, reason: str, user)
     Run.objects.select_for_update().filter(pk=run.pk).first()
     approval = Approval.objects.select_for_update().filter(run=run, call_id=call_id).first()
     if approval is None:
-        raise ApprovalNotFound()
+        raise AppError("not_found", APPROVAL_NOT_FOUND)
     if approval.status != Approval.Status.PENDING:
-        raise ApprovalAlreadyDecided(approval)
+        raise AppError("already_decided", f"This tool call was already {approval.status}.")
     approval.status = Approval.Status.APPROVED if approve else Approval.Status.REJECTED
     approval.reason = reason
     approval.decided_by = user
@@ -321,13 +384,24 @@ def approval_decide(*, run: Run, call_id: str, approve: bool, reason: str, user)
     return approval, not run.approvals.pending().exists()
 
 
+@transaction.atomic
 def run_claim_paused(*, run: Run) -> bool:
-    """Compare-and-set a paused run to running: exactly one process resumes it."""
-    return bool(
-        Run.objects.filter(pk=run.pk, status=Run.Status.AWAITING_APPROVAL).update(
-            status=Run.Status.RUNNING, heartbeat_at=timezone.now(), cancel_requested=False
-        )
+    """Compare-and-set a paused run to running: exactly one process resumes it. Its reply
+    streams again (so heartbeats save its text and a crash marks it truthfully) and it reserves
+    tokens again like any run in flight."""
+    won = Run.objects.filter(pk=run.pk, status=Run.Status.AWAITING_APPROVAL).update(
+        status=Run.Status.RUNNING, heartbeat_at=timezone.now(), cancel_requested=False
     )
+    if won:
+        Message.objects.filter(run=run, role=Message.Role.ASSISTANT, status=Message.Status.AWAITING_APPROVAL).update(
+            status=Message.Status.STREAMING
+        )
+        conversation = Conversation.objects.only("owner_id", "agent_key").get(pk=run.conversation_id)
+        usage_reserve(
+            run_id=run.pk, user_id=conversation.owner_id, conversation_id=run.conversation_id,
+            agent_key=conversation.agent_key, created_at=run.created_at,
+        )
+    return bool(won)
 
 
 @transaction.atomic
@@ -375,46 +449,6 @@ def release_dead_runs(*, conversation: Conversation | None = None) -> int:
     return interrupt_stale_runs(conversation=conversation) + expire_approvals(conversation=conversation)
 
 
-def cost_of(*, model: str, usage: dict) -> Decimal | None:
-    """USD for this usage, or None when the model has no price (unknown is not free).
-
-    A price set in admin (`ModelPrice`) wins over `settings.AGENTS_PRICING` (which
-    `AGENTS_PRICING_JSON` extends); both are tried for the full label, then for the name after
-    the last "/" (e.g. "openrouter/gpt-4.1-mini")."""
-    prices = None
-    for name in dict.fromkeys([model, model.rsplit("/", 1)[-1]]):
-        prices = _admin_price(name) or settings.AGENTS_PRICING.get(name)
-        if prices is not None:
-            break
-    if prices is None:
-        if model.startswith("local/"):
-            prices = settings.AGENTS_PRICING["local"]
-        else:
-            return None
-    million, precision = Decimal(1_000_000), Decimal("0.00000001")
-    cached = usage.get("cached_tokens", 0)
-    uncached = max(usage.get("input_tokens", 0) - cached, 0)
-    return ((
-        Decimal(uncached) * Decimal(prices["input"])
-        + Decimal(cached) * Decimal(prices.get("cached_input", prices["input"]))
-        + Decimal(usage.get("output_tokens", 0)) * Decimal(prices["output"])
-    ) / million).quantize(precision)
-
-
-def _admin_price(model: str) -> dict | None:
-    from agents_app.models import ModelPrice
-
-    row = ModelPrice.objects.filter(model=model).first() if model else None
-    if row is None:
-        return None
-    cached = row.cached_input_per_million
-    return {
-        "input": row.input_per_million,
-        "cached_input": row.input_per_million if cached is None else cached,
-        "output": row.output_per_million,
-    }
-
-
 def interrupt_stale_runs(*, conversation: Conversation | None = None) -> int:
     """Mark runs whose process died as interrupted: keep their partial reply, close their
     turn in the SDK history, release the lock. Safe to run from any process at any time."""
@@ -437,18 +471,35 @@ def _interrupt(run: Run) -> int:
     )
     if not won:
         return 0
+    usage_release(run_id=run.pk)
     reply = Message.objects.filter(run=run, role=Message.Role.ASSISTANT).first()
     partial = reply.content if reply else ""
-    if reply and reply.status == Message.Status.STREAMING:
+    if reply and reply.status in (Message.Status.STREAMING, Message.Status.AWAITING_APPROVAL):
         reply.status = Message.Status.FAILED
         reply.error = "The server stopped before this reply finished."
-        reply.save(update_fields=["status", "error", "updated_at"])
+        if run.history_mark is not None:
+            _settle_tools(reply.activity, history.tool_outputs_after(run.conversation.session_id, mark=run.history_mark))
+        reply.save(update_fields=["status", "error", "activity", "updated_at"])
     if run.history_mark is not None:
         history.close_turn_sync(
             run.conversation.session_id, mark=run.history_mark, ending=history.ending_for("interrupted", partial)
         )
     log.warning("run %s interrupted: heartbeat stale since %s", run.public_id, run.heartbeat_at)
     return 1
+
+def _settle_tools(activity: list[dict], outputs: dict[str, str]) -> None:
+    """Tool entries of a reply whose run died: what the tool really returned (the SDK history
+    has it), or failed when it never finished."""
+    for entry in activity:
+        if entry.get("kind") != "tool" or entry.get("status") not in ("running", "awaiting_approval"):
+            continue
+        output = outputs.get(entry.get("call_id"))
+        if output is None:
+            entry["status"] = "failed"
+        else:
+            entry["output"] = preview(output)
+            entry["status"] = "failed" if output.startswith(TOOL_FAILURE_PREFIX) else "completed"
+
 
 @transaction.atomic
 def conversation_delete(*, conversation: Conversation) -> None:

@@ -12,6 +12,10 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 from accounts.asgi import BearerTokenAuthMiddleware  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
+from chat.runs import drain_on_shutdown  # noqa: E402
+
+# A deploy or scale-down (SIGTERM) lets runs in flight finish before the process exits.
+drain_on_shutdown()
 
 application = ProtocolTypeRouter(
     {

@@ -9,6 +9,12 @@ import os
 from pathlib import Path
 
 import environ
+from csp.constants import NONE, SELF
+from django.core.checks.security.base import (
+    SECRET_KEY_INSECURE_PREFIX,
+    SECRET_KEY_MIN_LENGTH,
+    SECRET_KEY_MIN_UNIQUE_CHARACTERS,
+)
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -24,6 +30,18 @@ if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
     SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production"
+elif not DEBUG and (
+    len(SECRET_KEY) < SECRET_KEY_MIN_LENGTH
+    or len(set(SECRET_KEY)) < SECRET_KEY_MIN_UNIQUE_CHARACTERS
+    or SECRET_KEY.startswith(SECRET_KEY_INSECURE_PREFIX)
+):
+    # The same test as `check --deploy` (security.W009), but fatal: sessions, password resets
+    # and CSRF tokens are signed with it.
+    raise ImproperlyConfigured(
+        f"SECRET_KEY is too weak for production: use at least {SECRET_KEY_MIN_LENGTH} random characters "
+        f"(at least {SECRET_KEY_MIN_UNIQUE_CHARACTERS} different ones), e.g. "
+        "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`."
+    )
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
 if not ALLOWED_HOSTS:
@@ -45,13 +63,17 @@ INSTALLED_APPS = [
     "allauth.account",
     "accounts",
     "agents_app",
+    "usage",
     "chat",
+    "evals",  # the agents' evaluation (manage.py evaluate); nothing imports it
 ]
 
 MIDDLEWARE = [
     # First: every request (and every log line it causes) gets an id; its duration is logged.
     "config.logging.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy on every response, static files included (config/security.py).
+    "config.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -89,12 +111,25 @@ DATABASES = {
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL + a busy timeout let the daphne process and management commands share the file.
+    # synchronous=NORMAL: in WAL mode the file cannot be corrupted by a crash, and a commit no
+    # longer waits for the disk (a power cut may lose the last commits; the offline default).
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+        {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
     )
     # Tests use a file, not shared memory, so a daphne child process can see the test data.
     # Named per test process, so two test runs on one machine never share it.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-db-{os.getpid()}.sqlite3")}
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env.bool("DB_POOL", default=True):
+    # A pool of DB_POOL_SIZE connections per process (Django's psycopg pool): every thread
+    # borrows one for the length of a request or a call and gives it back, so connections stay
+    # bounded however many sockets and streams are open; a thread that finds them all busy
+    # waits up to DB_POOL_TIMEOUT, then the request is refused as `overloaded` (503).
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # pooled connections are reused, not kept per thread
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": env.int("DB_POOL_SIZE", default=16),
+        "timeout": env.float("DB_POOL_TIMEOUT", default=10.0),
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: REDIS_URL switches on channels-redis and the Redis cache ----------------
@@ -102,7 +137,8 @@ REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
     from redis.asyncio.retry import Retry as AsyncRetry
     from redis.backoff import ExponentialBackoff
-    from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
     from redis.retry import Retry
 
     REDIS_ASYNC_OPTIONS = {
@@ -116,12 +152,31 @@ if REDIS_URL:
         "socket_timeout": 30,
         "socket_keepalive": True,
     }
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [{"address": REDIS_URL, **REDIS_ASYNC_OPTIONS}], "capacity": 1500, "expiry": 30},
+    # Redis connections per process for the replay buffer and rate limits; a command that finds
+    # them all busy waits up to REDIS_POOL_TIMEOUT for one (it never fails at once under load).
+    REDIS_POOL_SIZE = env.int("REDIS_POOL_SIZE", default=32)
+    REDIS_POOL_TIMEOUT = env.float("REDIS_POOL_TIMEOUT", default=10.0)
+    # The channel layer: Redis pub/sub by default (one PUBLISH per event; a process subscribes
+    # once per conversation it has listeners for, whatever their number). "core" is
+    # channels-redis's list-based layer (capacity and expiry per channel, ~4 round trips per
+    # group message); events a follower misses are refilled from the replay buffer either way.
+    CHANNEL_LAYER = env.str("CHANNEL_LAYER", default="pubsub")
+    if CHANNEL_LAYER == "pubsub":
+        CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+                "CONFIG": {"hosts": [{"address": REDIS_URL, **REDIS_ASYNC_OPTIONS}]},
+            }
         }
-    }
+    elif CHANNEL_LAYER == "core":
+        CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {"hosts": [{"address": REDIS_URL, **REDIS_ASYNC_OPTIONS}], "capacity": 1500, "expiry": 30},
+            }
+        }
+    else:
+        raise ImproperlyConfigured("CHANNEL_LAYER must be 'pubsub' or 'core'.")
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
@@ -135,7 +190,7 @@ if REDIS_URL:
 else:
     # One process only (development, tests). Capacity as for Redis: a socket that falls
     # behind a fast stream must not have events dropped (the consumer refills gaps anyway).
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1500}}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "config.layers.LocalChannelLayer", "CONFIG": {"capacity": 1500}}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # --- Auth (django-allauth) --------------------------------------------------------
@@ -175,10 +230,39 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 
+# --- HTTPS and browser protections --------------------------------------------------
 if not DEBUG:
     SESSION_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=True)
     CSRF_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=True)
+    # Behind a TLS-terminating proxy that sets X-Forwarded-Proto (deploy/nginx.conf does).
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # Plain-HTTP requests are redirected to HTTPS wherever cookies are HTTPS-only (not on the
+    # compose stack's plain-HTTP port, which sets SECURE_COOKIES=0).
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=SESSION_COOKIE_SECURE)
+# HSTS: off until set. Browsers then refuse plain HTTP to the host for that long: set it once
+# HTTPS works, then add subdomains and preload (a commitment: see docs/operations.md).
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+# The pages load scripts, styles, images and fonts from this origin only, with no inline
+# script or style; the socket and fetch() go to this origin ('self' covers ws:/wss: too).
+# Admin pages may also use inline styles (config/security.py).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+# The DEBUG error page and error reports hide API tokens and the Authorization header.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "accounts.debug.TokenSafeExceptionReporterFilter"
 
 # --- Agents --------------------------------------------------------------------
 OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
@@ -210,13 +294,46 @@ AGENTS_TRACE_LOCAL = env.bool("AGENTS_TRACE_LOCAL", default=True)
 # Limits for the chat socket and runs.
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=8000)
 CHAT_MAX_FRAME_BYTES = env.int("CHAT_MAX_FRAME_BYTES", default=64 * 1024)
+# Rate limits (config/ratelimits.py; `limits` notation, empty = off). Counted in Redis when
+# REDIS_URL is set, so they hold across processes; in memory otherwise.
+RATE_LIMIT_SOCKET_FRAMES = env.str("RATE_LIMIT_SOCKET_FRAMES", default="30/second")
+# A socket refused this often for sending too fast is closed (4429).
+RATE_LIMIT_SOCKET_REFUSALS = env.str("RATE_LIMIT_SOCKET_REFUSALS", default="100 per 10 seconds")
+RATE_LIMIT_SOCKETS_PER_USER = env.int("RATE_LIMIT_SOCKETS_PER_USER", default=20)
+RATE_LIMIT_CONVERSATIONS = env.str("RATE_LIMIT_CONVERSATIONS", default="120/hour")
+RATE_LIMIT_API_REQUESTS = env.str("RATE_LIMIT_API_REQUESTS", default="600/minute")
+# allauth's own limits (counted in the cache: Redis with REDIS_URL); sign-ups per client IP.
+ACCOUNT_RATE_LIMITS = {"signup": env.str("RATE_LIMIT_SIGNUPS", default="10/h/ip")}
+# Behind nginx (docker-compose.yml): the client IP is the one the proxy saw.
+ALLAUTH_TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+
+# Sockets and SSE streams recheck what authenticated them this often (a revocation also closes
+# them at once through the channel layer; this covers a lost message and token expiry).
+AUTH_RECHECK_SECONDS = env.float("AUTH_RECHECK_SECONDS", default=30.0)
+# /metrics (Prometheus) answers to `Authorization: Bearer <METRICS_TOKEN>`, and to signed-in staff.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# On SIGTERM a process refuses new runs (503 `shutting_down`) and lets runs in flight finish
+# for this long, then ends the rest as interrupted (keep the orchestrator's grace period longer).
+RUN_DRAIN_SECONDS = env.float("RUN_DRAIN_SECONDS", default=20.0)
 # A run whose heartbeat is older than this is considered dead (its process went away).
 RUN_HEARTBEAT_SECONDS = env.float("RUN_HEARTBEAT_SECONDS", default=5.0)
 RUN_STALE_AFTER_SECONDS = env.float("RUN_STALE_AFTER_SECONDS", default=30.0)
 
+# Tokens one model call may receive of a conversation (instructions, schemas, history): older
+# turns are left out to fit, the stored history stays whole. Per agent: AgentSpec.max_input_tokens.
+# Never more than the local model's context. 0 = no bound.
+AGENTS_MAX_INPUT_TOKENS = env.int("AGENTS_MAX_INPUT_TOKENS", default=16_000)
+if AGENTS_MAX_INPUT_TOKENS < 0:
+    raise ImproperlyConfigured("AGENTS_MAX_INPUT_TOKENS must be 0 (no bound) or a number of tokens.")
+
 # Tokens a user may spend per day (a TIME_ZONE day, so UTC by default) before runs are
-# refused; per-user override in admin (accounts.Profile). 0 disables the quota.
+# refused; per-user override in admin (usage.TokenBudget). 0 disables the quota.
 AGENTS_DAILY_TOKEN_BUDGET = env.int("AGENTS_DAILY_TOKEN_BUDGET", default=200_000)
+# Tokens a run in flight holds against the budget until it settles to its real usage: parallel
+# messages cannot all pass the budget (see usage/quotas.py for the exact guarantee).
+AGENTS_RUN_TOKEN_RESERVATION = env.int("AGENTS_RUN_TOKEN_RESERVATION", default=4_000)
+# Replies one user may have generating at once, across conversations, tabs and processes.
+AGENTS_MAX_ACTIVE_RUNS_PER_USER = env.int("AGENTS_MAX_ACTIVE_RUNS_PER_USER", default=3)
 # How long a tool call may wait for the user's approval before it expires.
 AGENTS_APPROVAL_TTL_SECONDS = env.int("AGENTS_APPROVAL_TTL_SECONDS", default=24 * 3600)
 

@@ -3,40 +3,30 @@ see tool calls live, reload, stop, and follow the same stream from a second tab.
 
 from __future__ import annotations
 
-import shutil
-from concurrent.futures import ThreadPoolExecutor
-
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
-
-from django.db import connection
+from playwright.sync_api import expect
 
 from chat.models import Message
+from tests.browser import (
+    DESKTOP,
+    PHONE,
+    assert_layout,
+    orm,
+    screenshot,
+    seed_history,
+    sign_in,
+)
 from tests.servers import running_daphne
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-PASSWORD = "correct horse battery staple"
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
-        yield browser
-        browser.close()
+def user(db):
+    """Staff: the diagnostics agent these pages use is staff-only."""
+    from chat.tests.factories import UserFactory
+
+    return UserFactory(is_staff=True)
 
 
 # Records the length of the streaming reply's text each time it changes.
@@ -49,28 +39,6 @@ new MutationObserver(() => {
   }
 }).observe(document.querySelector('[data-role=messages]'), {subtree: true, childList: true, characterData: true, attributes: true});
 """
-
-
-def orm(query):
-    """Playwright's sync API keeps an event loop running in this thread, where Django refuses
-    synchronous ORM calls: run them in a worker thread instead."""
-
-    def run():
-        try:
-            return query()
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(run).result()
-
-
-def sign_in(page: Page, base: str, email: str) -> None:
-    page.goto(f"{base}/accounts/login/")
-    page.fill("input[name=login]", email)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    expect(page.get_by_role("heading", name="Start a conversation")).to_be_visible()
 
 
 def test_user_signs_in_chats_and_sees_the_reply_stream_with_tool_calls(user, tmp_path, browser):
@@ -180,3 +148,34 @@ def test_reload_mid_reply_shows_it_continuing_and_tool_approval_from_the_page(us
         page.get_by_role("button", name="Regenerate").click()
         expect(page.locator("article.msg-assistant").last).to_have_attribute("data-status", "awaiting_approval", timeout=15000)
         expect(page.locator("article.msg")).to_have_count(count)
+
+
+def test_reloading_a_conversation_with_history_shows_no_notice_and_keeps_the_composer_in_view(user, tmp_path, browser):
+    """The bug users saw on every reopened conversation: each chat message repeated as a flash
+    notice above the chat, pushing the composer below the fold."""
+    conversation = orm(lambda: seed_history(user))
+    with running_daphne(tmp_path, extra_env={"AGENTS_DIAGNOSTICS": "1"}) as server:
+        context = browser.new_context(viewport=DESKTOP)
+        page = context.new_page()
+        sign_in(page, server.http, user.email)
+        page.goto(f"{server.http}/c/{conversation.public_id}/")
+        expect(page.locator("[data-role=connection]")).to_have_text("Connected")
+        # A tool call that waits for approval, live from the run service.
+        page.fill("textarea[name=content]", '[[tool:issue_refund {"order_number": "A-7", "amount": 3}]] refund')
+        page.keyboard.press("Enter")
+        expect(page.locator(".approval").get_by_role("button", name="Approve")).to_be_visible()
+
+        for name, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
+            page.set_viewport_size(viewport)
+            page.reload()
+            expect(page.locator(".approval").get_by_role("button", name="Approve")).to_be_visible()
+            expect(page.locator("article.msg")).to_have_count(6)
+            expect(page.locator("article.msg-assistant .tool-name").first).to_have_text("get_current_time")
+            expect(page.locator(".order-card")).to_be_visible()
+            # No flash notice at all, and the chat and its composer fit the window.
+            expect(page.locator("[data-role=flash]")).to_have_count(0)
+            expect(page.get_by_text("What time is it, and where is my order A-7?")).to_have_count(1)
+            expect(page.locator("[data-role=composer] textarea")).to_be_in_viewport()
+            screenshot(page, f"reloaded-history-{name}")
+            assert_layout(page)
+        context.close()

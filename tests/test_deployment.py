@@ -3,13 +3,16 @@ the settings read, and production settings fail fast instead of guessing."""
 
 import os
 import re
+import secrets
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+STRONG_KEY = secrets.token_urlsafe(50)
 
 
 def settings_env_names() -> set[str]:
@@ -35,10 +38,10 @@ def test_env_example_lists_only_real_settings():
     assert names and names <= settings_env_names()
 
 
-def _settings_with(env: dict[str, str]) -> subprocess.CompletedProcess:
+def _settings_with(env: dict[str, str], code: str = "import django; django.setup()") -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "ALLOWED_HOSTS", "DEBUG"}}
     return subprocess.run(
-        [sys.executable, "-c", "import django; django.setup()"],
+        [sys.executable, "-c", code],
         cwd=ROOT,
         env={**clean, "DJANGO_SETTINGS_MODULE": "config.settings", **env},
         capture_output=True,
@@ -53,10 +56,81 @@ def test_production_without_a_secret_key_refuses_to_start():
 
 
 def test_production_without_allowed_hosts_refuses_to_start():
-    result = _settings_with({"DEBUG": "0", "SECRET_KEY": "x" * 50})
+    result = _settings_with({"DEBUG": "0", "SECRET_KEY": STRONG_KEY})
     assert result.returncode != 0 and "ALLOWED_HOSTS must be set" in result.stderr
 
 
 def test_unknown_model_provider_is_refused_with_the_choices():
     result = _settings_with({"AGENTS_MODEL_PROVIDER": "bogus"})
     assert result.returncode != 0 and "openai, local, scripted" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "weak",
+    ["x" * 50, "short-but-varied-0123", "abcd" * 20, "django-insecure-" + secrets.token_urlsafe(50)],
+)
+def test_production_refuses_a_weak_secret_key(weak):
+    result = _settings_with({"DEBUG": "0", "SECRET_KEY": weak, "ALLOWED_HOSTS": "chat.example.com"})
+    assert result.returncode != 0 and "SECRET_KEY is too weak" in result.stderr
+
+
+def test_development_still_starts_with_a_weak_secret_key():
+    assert _settings_with({"DEBUG": "1", "SECRET_KEY": "dev"}).returncode == 0
+
+
+def documented_production_env() -> dict[str, str]:
+    """The block after `<!-- production-env -->` in docs/operations.md, with a real key."""
+    text = (ROOT / "docs" / "operations.md").read_text()
+    block = text.split("<!-- production-env -->", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    env = dict(line.split("=", 1) for line in block.strip().splitlines())
+    env["SECRET_KEY"] = STRONG_KEY
+    # Checked without connecting anywhere: no database or Redis is needed by `check --deploy`.
+    env.pop("REDIS_URL")
+    env["DATABASE_URL"] = "sqlite:///:memory:"
+    return env
+
+
+def test_check_deploy_passes_clean_with_the_documented_production_env():
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env={**{k: v for k, v in os.environ.items() if k != "REDIS_URL"}, **documented_production_env()},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+HEADERS_PROBE = """
+import django
+django.setup()
+from django.test import Client
+client = Client(HTTP_HOST="chat.example.com")
+plain = client.get("/api/schema")
+secure = client.get("/api/schema", secure=True)
+admin = client.get("/admin/login/", secure=True)
+print(plain.status_code, plain.get("Location"))
+print(secure.status_code, secure.get("Strict-Transport-Security"))
+print(secure.get("Content-Security-Policy"))
+print(admin.get("Content-Security-Policy"))
+"""
+
+
+def test_production_redirects_to_https_and_sends_hsts_and_a_strict_csp():
+    result = _settings_with(documented_production_env(), code=HEADERS_PROBE)
+    assert result.returncode == 0, result.stderr
+    plain, secure, csp, admin_csp = result.stdout.strip().splitlines()[-4:]
+
+    assert plain == "301 https://chat.example.com/api/schema"
+    assert secure == "200 max-age=31536000; includeSubDomains; preload"
+    directives, admin = _directives(csp), _directives(admin_csp)
+    assert directives["script-src"] == "'self'" and directives["style-src"] == "'self'"
+    assert directives["default-src"] == "'self'" and directives["frame-ancestors"] == "'none'"
+    assert directives["object-src"] == "'none'" and "unsafe" not in csp
+    assert admin["script-src"] == "'self'" and admin["style-src"] == "'self' 'unsafe-inline'"
+
+
+def _directives(policy: str) -> dict[str, str]:
+    return dict(part.strip().split(" ", 1) for part in policy.split(";"))

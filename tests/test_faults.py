@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+from datetime import timedelta
 
 import pytest
 from django.conf import settings
+from django.utils import timezone
 
 from agents_app import history
 from agents_app.session import DjangoSession
 from chat.models import Approval, Conversation, Message, Run
 from tests.clients import ChatClient, deltas, of_type, session_cookie
 from tests.servers import start_daphne
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -46,6 +49,14 @@ def servers(tmp_path_factory, django_db_setup):
 
 
 @pytest.fixture
+def user(db):
+    """Staff: the diagnostics agent these cases drive is staff-only."""
+    from chat.tests.factories import UserFactory
+
+    return UserFactory(is_staff=True)
+
+
+@pytest.fixture
 def cookie(user):
     return session_cookie(user)
 
@@ -63,6 +74,28 @@ async def assert_recovers(client: ChatClient, conversation: str) -> None:
     assert events[-1]["status"] == "completed", events[-1]
     assert "Are you still there?" in of_type(events, "message.completed")[0]["content"]
     assert history.problems(await history_of(conversation)) == []
+
+
+async def _stored_types(conversation_id: str, kind: str) -> bool:
+    return any(item.get("type") == kind for item in await history_of(conversation_id))
+
+
+async def _finished(run_id: str) -> Run | None:
+    run = await Run.objects.aget(public_id=run_id)
+    return None if run.is_active else run
+
+
+async def _partial_saved(run_id: str) -> bool:
+    return await Message.objects.filter(run__public_id=run_id, role="assistant").exclude(content="").aexists()
+
+
+async def _silent_for(run_id: str, seconds: float) -> bool:
+    cutoff = timezone.now() - timedelta(seconds=seconds + 0.2)
+    return await Run.objects.filter(public_id=run_id, heartbeat_at__lt=cutoff).aexists()
+
+
+def _redis_is_down() -> bool:
+    return subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", "6379", "ping"], capture_output=True, text=True).stdout.strip() != "PONG"
 
 
 async def reply_of(events: list[dict]) -> Message:
@@ -102,7 +135,8 @@ async def test_stop_between_turns(servers, cookie):
         conversation = await client.create()
         await client.say(conversation, '[[tool:sleep_for {"seconds": 0.05}]] [[stall:turn]] nap then answer')
         await client.until("tool.output")
-        await asyncio.sleep(0.3)  # the model is now stuck before its second answer
+        # The tool's turn is stored, so the model is now stuck before its second answer.
+        await eventually(lambda: _stored_types(conversation, "function_call_output"), what="the tool turn to be stored")
         await client.send({"type": "run.cancel", "conversation": conversation})
         events = await client.until("run.finished")
         assert events[-1]["status"] == "cancelled"
@@ -118,11 +152,7 @@ async def test_socket_closed_mid_stream_still_stores_the_reply(servers, cookie):
         await client.say(conversation, "[[slow]] one two three four five six seven")
         run_id = (await client.until("message.delta"))[-1]["run"]
     # The tab is gone; the run is not.
-    for _ in range(100):
-        run = await Run.objects.aget(public_id=run_id)
-        if not run.is_active:
-            break
-        await asyncio.sleep(0.1)
+    run = await eventually(lambda: _finished(run_id), what="the run to finish")
     reply = await Message.objects.aget(run=run, role="assistant")
     assert run.status == "completed" and reply.status == "completed"
     assert reply.content.startswith("You said:") and "seven" in reply.content
@@ -296,10 +326,11 @@ async def test_process_killed_mid_run_is_recovered(servers, cookie, tmp_path):
             conversation = await client.create()
             await client.say(conversation, "[[stall]] this reply will never finish")
             run_id = (await client.until("message.delta", count=2))[-1]["run"]
-            await asyncio.sleep(0.8)  # a heartbeat saves the partial text
+            await eventually(lambda: _partial_saved(run_id), what="a heartbeat to save the partial text")
     finally:
         doomed.kill()
-    await asyncio.sleep(2.5)  # the heartbeat goes stale
+    stale_after = float(FAULT_ENV["RUN_STALE_AFTER_SECONDS"])
+    await eventually(lambda: _silent_for(run_id, stale_after), what="the dead run's heartbeat to go stale")
     async with ChatClient(servers[1], cookie) as client:
         await client.send({"type": "conversation.open", "conversation": conversation})
         assert (await client.until("conversation.state"))[-1]["run"] is None
@@ -317,16 +348,12 @@ async def test_redis_restart_mid_run_loses_nothing_from_the_database(servers, co
         await client.say(conversation, "[[slow]] one two three four five six seven eight nine ten")
         run_id = (await client.until("message.delta", count=2))[-1]["run"]
         subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", "6379", "shutdown", "nosave"], check=False)
-        await asyncio.sleep(0.5)
+        await eventually(_redis_is_down, what="Redis to stop")
         subprocess.run(
             ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379", "--save", "", "--appendonly", "no"],
             check=True,
         )
-    for _ in range(150):
-        run = await Run.objects.aget(public_id=run_id)
-        if not run.is_active:
-            break
-        await asyncio.sleep(0.1)
+    run = await eventually(lambda: _finished(run_id), timeout=15, what="the run to finish")
     reply = await Message.objects.aget(run=run, role="assistant")
     assert run.status == "completed" and reply.status == "completed" and "ten" in reply.content
     async with ChatClient(servers[0], cookie) as client:

@@ -1,6 +1,7 @@
 """The diagnostics agent: tools that fail, hang or need approval on purpose.
 
-Enabled with `AGENTS_DIAGNOSTICS=1` (never for users). Operators use it with the scripted
+Enabled with `AGENTS_DIAGNOSTICS=1`, and then for staff only (`staff_only`: others neither see
+it nor create or run conversations with it). Operators use it with the scripted
 model to check a deployment end to end (stop, approvals, tool failures across processes);
 the fault suite drives it through real daphne processes.
 """
@@ -62,4 +63,5 @@ spec = AgentSpec(
     description="Tools that fail, hang or need approval on purpose (operators only).",
     agent=agent,
     max_turns=4,
+    staff_only=True,
 )

@@ -7,11 +7,14 @@ structured `Translation`; a `custom_output_extractor` hands the orchestrator onl
 
 `as_tool` runs the nested agent with the parent's RunConfig (the app's model) and the parent's
 Usage object, so the stored reply counts the nested tokens too (tested).
+
+The orchestrator never translates itself: its instructions (a function of the run context)
+name only the languages this user has a tool for, and tell it to refuse the others.
 """
 
 from __future__ import annotations
 
-from agents import Agent, AgentBase, RunContextWrapper, RunResult, RunResultStreaming
+from agents import Agent, AgentBase, ModelSettings, RunContextWrapper, RunResult, RunResultStreaming
 from pydantic import BaseModel
 
 from agents_app.context import ChatContext
@@ -54,15 +57,22 @@ def french_enabled(ctx: RunContextWrapper[ChatContext], agent: AgentBase) -> boo
     return bool(getattr(ctx.context.user, "is_staff", False))
 
 
+def orchestrator_instructions(ctx: RunContextWrapper[ChatContext], agent: Agent[ChatContext]) -> str:
+    available = ["Spanish", *(["French"] if french_enabled(ctx, agent) else [])]
+    tools = ", ".join(f"`translate_to_{language.lower()}`" for language in available)
+    return (
+        "You are a translation desk. You never translate anything yourself: a translation is "
+        f"always made by calling a tool ({tools}) with the exact text to translate, and if several "
+        "languages are requested, by calling one tool per language. Languages available to this "
+        f"user: {' and '.join(available)}. If the user asks for any other language, do not "
+        "translate it: say that this language is not available to them and name the available "
+        "ones. If there is nothing to translate, say briefly what you can do."
+    )
+
+
 orchestrator = Agent[ChatContext](
     name="Translator",
-    instructions=(
-        "You are a translation desk. Never translate yourself: for each language the user asks "
-        "for, call the matching translation tool with the exact text to translate. If several "
-        "languages are requested, call the tools in order. Then present each translation under "
-        "the language's name. If the user asks for a language you have no tool for, say that "
-        "this language is not available to them."
-    ),
+    instructions=orchestrator_instructions,
     tools=[
         agent_tool(
             spanish_agent,
@@ -80,6 +90,8 @@ orchestrator = Agent[ChatContext](
             max_turns=2,
         ),
     ],
+    # Several languages at once are several calls in one reply.
+    model_settings=ModelSettings(parallel_tool_calls=True),
     input_guardrails=INPUT_GUARDRAILS,
 )
 

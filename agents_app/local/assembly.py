@@ -47,10 +47,8 @@ def cache_dir() -> Path:
     except ImportError:  # a bare interpreter (installing the runtime before Django exists)
         pass
     else:
-        try:
+        with contextlib.suppress(ImproperlyConfigured):  # settings not configured: a plain script
             configured = getattr(settings, "AGENTS_LOCAL_CACHE_DIR", None)
-        except ImproperlyConfigured:  # settings not configured: a plain script
-            pass
     return Path(configured or Path.home() / ".cache" / "agents-chat").expanduser()
 
 

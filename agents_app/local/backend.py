@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import codecs
 import ctypes
-import json
 import logging
 import threading
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from agents_app.local.grammar import GrammarCache, OutputConstraint
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ SNAPSHOT_BUDGET_BYTES = 384 * 1024 * 1024  # ~28 KB per token for the 1.5B: ~13k
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     count = 0
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         if x != y:
             break
         count += 1
@@ -97,6 +98,75 @@ class GenerationStats:
         )
 
 
+
+# Candidates the grammar checks per token before it falls back to the whole vocabulary.
+GRAMMAR_SHORTLIST = 64
+
+
+class GrammarGate:
+    """A llama.cpp grammar applied the cheap way, as a logits processor.
+
+    llama.cpp's grammar sampler checks every candidate it is given: on the whole 152k-token
+    vocabulary that costs 30–200 ms per token on 2 cores, more than generating the token. Here
+    it checks only the `GRAMMAR_SHORTLIST` most likely candidates (and end-of-generation), and
+    the whole vocabulary only when none of those fits. Everything else is masked, so sampling
+    can only pick a token the grammar accepts; with temperature 0 that is the most likely
+    allowed token, exactly as with the grammar on the whole vocabulary.
+    """
+
+    def __init__(self, llama_cpp: Any, vocab: Any, gbnf: str, *, prompt_tokens: int, n_vocab: int) -> None:
+        import numpy as np
+
+        self._np = np
+        self._lib = llama_cpp
+        self._sampler = llama_cpp.llama_sampler_init_grammar(vocab, gbnf.encode("utf-8"), b"root")
+        if not self._sampler:
+            raise ValueError("llama.cpp could not parse the grammar")
+        self._accepted = prompt_tokens  # input ids up to here are in the grammar's state
+        self._n_vocab = n_vocab
+        ends = {llama_cpp.llama_vocab_eos(vocab), llama_cpp.llama_vocab_eot(vocab)}
+        self._end = np.array(sorted(t for t in ends if t is not None and t >= 0), dtype=np.intc)
+        self._buffers: dict[int, tuple[Any, Any]] = {}
+        self.full_scans = 0  # how often the shortlist had no allowed token (for tests and tuning)
+
+    def close(self) -> None:
+        if self._sampler:
+            self._lib.llama_sampler_free(self._sampler)
+            self._sampler = None
+
+    def _buffer(self, size: int) -> tuple[Any, Any]:
+        if size not in self._buffers:
+            buffer = (self._lib.llama_token_data * size)()
+            self._buffers[size] = (buffer, self._np.ctypeslib.as_array(buffer))
+        return self._buffers[size]
+
+    def _allowed(self, ids: Any, logits: Any) -> Any:
+        """The ids among `ids` that the grammar accepts next."""
+        size = len(ids)
+        buffer, view = self._buffer(size)
+        view["id"], view["logit"], view["p"] = ids, logits, 0.0
+        array = self._lib.llama_token_data_array(data=buffer, size=size, selected=-1, sorted=False)
+        self._lib.llama_sampler_apply(self._sampler, ctypes.byref(array))
+        return view["id"][self._np.isfinite(view["logit"])]
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        np = self._np
+        # The tokens sampled since the last call move the grammar forward.
+        for token in input_ids[self._accepted :].tolist():
+            self._lib.llama_sampler_accept(self._sampler, int(token))
+        self._accepted = len(input_ids)
+        top = np.argpartition(scores, -GRAMMAR_SHORTLIST)[-GRAMMAR_SHORTLIST:].astype(np.intc)
+        ids = np.unique(np.concatenate([top, self._end]))
+        allowed = self._allowed(ids, scores[ids])
+        if not len(allowed):
+            self.full_scans += 1
+            everything = np.arange(self._n_vocab, dtype=np.intc)
+            allowed = self._allowed(everything, scores[: self._n_vocab])
+        masked = np.full_like(scores, -np.inf)
+        masked[allowed] = scores[allowed]
+        return masked
+
+
 class LlamaBackend:
     """One `llama_cpp.Llama` per process, loaded on first use."""
 
@@ -111,6 +181,7 @@ class LlamaBackend:
         self._vocab: Any = None
         self._lock = threading.Lock()
         self.snapshots = SnapshotCache()
+        self.grammars = GrammarCache()
 
     @property
     def loaded(self) -> bool:
@@ -179,7 +250,7 @@ class LlamaBackend:
         max_tokens: int,
         temperature: float,
         top_p: float | None,
-        json_schema: dict[str, Any] | None,
+        constraint: OutputConstraint | None,
         cancel: threading.Event,
     ) -> Generator[str, None, GenerationStats]:
         import llama_cpp
@@ -187,6 +258,12 @@ class LlamaBackend:
         self.load()
         llm = self._llm
         stats = GenerationStats(prompt_tokens=len(tokens))
+        # An output that must be a call starts with text known in advance: evaluate it with
+        # the prompt instead of sampling it token by token (against the grammar).
+        forced = constraint.forced_prefix() if constraint is not None else ""
+        prompt_length = len(tokens)
+        if forced:
+            tokens = [*tokens, *self.tokenize(forced)]
 
         # Reuse the KV cache for the prefix shared with an earlier prompt (a chat's history):
         # the live cache, or a snapshot when one shares more (another chat, or the prompt
@@ -205,13 +282,22 @@ class LlamaBackend:
                 return stats
             llm.eval(tokens[start : start + PREFILL_CHUNK])
 
-        grammar = None
-        if json_schema is not None:
+        gate = None
+        if constraint is not None:
             try:
-                grammar = llama_cpp.LlamaGrammar.from_json_schema(json.dumps(json_schema), verbose=False)
-            except Exception:  # a schema feature the converter lacks: the prompt still asks for JSON
-                logger.warning("No grammar for this output schema; generating without one.", exc_info=True)
+                gate = GrammarGate(
+                    llama_cpp,
+                    self._vocab,
+                    self.grammars.gbnf(constraint),
+                    prompt_tokens=prompt_length,  # the forced text goes through the grammar too
+                    n_vocab=llama_cpp.llama_vocab_n_tokens(self._vocab),
+                )
+            except Exception:  # a schema feature the converter lacks: the prompt still says what to write
+                logger.warning("No grammar for %s; generating without one.", constraint.describe(), exc_info=True)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        if forced:
+            stats.completion_tokens += len(tokens) - prompt_length
+            yield forced
         # The whole prompt is now in the KV cache, so generate() starts sampling at once.
         sampler = llm.generate(
             tokens,
@@ -220,7 +306,7 @@ class LlamaBackend:
             top_k=40,
             min_p=0.05,
             repeat_penalty=1.0,
-            grammar=grammar,
+            logits_processor=[gate] if gate is not None else None,
         )
         try:
             for token in sampler:
@@ -238,6 +324,8 @@ class LlamaBackend:
                     break
         finally:
             sampler.close()
+            if gate is not None:
+                gate.close()
         tail = decoder.decode(b"", final=True)
         if tail:
             yield tail

@@ -230,6 +230,54 @@ def flatten_tool_exchanges(messages: list[Message]) -> list[Message]:
     return flat
 
 
+def _is_handoff_output(content: str) -> bool:
+    """The SDK's handoff result, `{"assistant": "<agent name>"}`."""
+    try:
+        value = json.loads(content)
+    except ValueError:
+        return False
+    return isinstance(value, dict) and set(value) == {"assistant"} and isinstance(value["assistant"], str)
+
+
+def drop_handoff_exchanges(messages: list[Message]) -> list[Message]:
+    """The history without handoff calls and their results. To the agent that took over, a
+    transfer call followed by `{"assistant": "Math Tutor"}` reads as a tool result to answer
+    from (the small model then apologises that it cannot help); without it, the user's
+    question is simply the last message, as it would be had they asked this agent directly."""
+    handoff_ids = {m.call_id for m in messages if m.role == "tool" and _is_handoff_output(m.content)}
+    if not handoff_ids:
+        return messages
+    kept: list[Message] = []
+    for message in messages:
+        if message.role == "tool" and message.call_id in handoff_ids:
+            continue
+        if message.role == "assistant" and message.tool_calls:
+            calls = [call for call in message.tool_calls if call.call_id not in handoff_ids]
+            if len(calls) != len(message.tool_calls):
+                if not calls and not message.content:
+                    continue
+                message = Message(role="assistant", content=message.content, tool_calls=calls)
+        kept.append(message)
+    return kept
+
+
+def drop_earlier_tool_exchanges(messages: list[Message]) -> list[Message]:
+    """The history without the calls and results of turns before the last user message: their
+    answers say what came of them. A small model otherwise answers the new message from an old
+    tool result (a help-centre article it already used), and the prompt stays shorter."""
+    last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=0)
+    kept: list[Message] = []
+    for index, message in enumerate(messages):
+        if index < last_user and message.role == "tool":
+            continue
+        if index < last_user and message.role == "assistant" and message.tool_calls:
+            if not message.content:
+                continue
+            message = Message(role="assistant", content=message.content)
+        kept.append(message)
+    return kept
+
+
 def drop_oldest_turns(messages: list[Message]) -> list[Message] | None:
     """The history without its oldest exchange (up to the next user message), or None
     when only the latest user turn is left. Never leaves a tool result without its call."""

@@ -2,9 +2,15 @@
 
 - Input items become a Qwen2.5 chatml prompt (`chatml`); the tools are described in the
   system prompt, and the model's text is turned into real function calls (`toolcalls`).
-- Tools are withheld on the turn right after a tool result: the 1.5B otherwise tends to call
-  the same tool again instead of answering. A repeat of an answered call is dropped (and a
-  reply made only of repeats is generated again, with the tool exchange as plain text).
+- What the model may write is constrained by a llama.cpp grammar (`grammar`): with tools
+  offered, a valid call of an offered tool (arguments matching its schema) or a final answer
+  (the agent's structured output, or text with no tool-call markup); `tool_choice` is
+  honoured (`required` or a tool's name: calls only; `none`: no call). Malformed calls, unknown
+  tools, markup-only and empty replies cannot be generated.
+- Tools are withheld on the turn right after a tool result (and the grammar allows only the
+  answer there): the 1.5B otherwise tends to call the same tool again instead of answering.
+  A repeat of an answered call is dropped (and a reply made only of repeats is generated
+  again, with the tool exchange as plain text).
 - Inference runs on one long-lived worker thread per process, never on the event loop;
   requests queue first come first served and report `queued` (with their position) and
   then `generating` through `agents_app.progress`. Cancelling the awaiting task (or closing
@@ -66,6 +72,8 @@ from openai.types.responses.response_usage import (
 from agents_app import progress
 from agents_app.local import chatml
 from agents_app.local.backend import GenerationStats
+from agents_app.local.grammar import MAX_CALLS as MAX_PARALLEL_CALLS
+from agents_app.local.grammar import OutputConstraint, ToolGrammar
 from agents_app.local.toolcalls import (
     ParsedCall,
     StopFilter,
@@ -104,7 +112,7 @@ class Backend(Protocol):
         max_tokens: int,
         temperature: float,
         top_p: float | None,
-        json_schema: dict[str, Any] | None,
+        constraint: OutputConstraint | None,
         cancel: threading.Event,
     ) -> Iterator[str]:
         """Yield text pieces; may return a `GenerationStats` (a generator's return value)."""
@@ -121,7 +129,7 @@ class GenerationRequest:
     max_tokens: int
     temperature: float
     top_p: float | None
-    json_schema: dict[str, Any] | None
+    constraint: OutputConstraint | None  # what the output may be (a grammar); None = anything
     stops: tuple[str, ...] = STOP_SEQUENCES
     trimmed_messages: int = 0  # history messages dropped to fit the context
 
@@ -131,8 +139,17 @@ class GenerationRequest:
         messages = chatml.flatten_tool_exchanges(self.messages)
         system = messages[0].content.replace(WITHHELD_NOTE, "") + ANSWER_ONLY_NOTE
         messages[0] = chatml.Message(role="system", content=system)
+        constraint = None
+        if self.constraint is not None:
+            constraint = OutputConstraint(text=True, output_schema=self.constraint.output_schema)
         return replace(
-            self, messages=messages, prompt_tools=[], parser_tools={}, withheld=True, stops=(*self.stops, "<tool_call>")
+            self,
+            messages=messages,
+            prompt_tools=[],
+            parser_tools={},
+            withheld=True,
+            constraint=constraint,
+            stops=(*self.stops, "<tool_call>"),
         )
 
 
@@ -484,6 +501,7 @@ class LocalModel(Model):
                 "temperature": request.temperature,
                 "max_tokens": request.max_tokens,
                 "tools_withheld": request.withheld,
+                "constraint": request.constraint.describe() if request.constraint else None,
             },
             disabled=tracing.is_disabled(),
         ) as span:
@@ -540,12 +558,15 @@ class LocalModel(Model):
         handoffs: list[Handoff],
     ) -> GenerationRequest:
         messages = chatml.items_to_messages(system_instructions, input)
+        messages = chatml.drop_earlier_tool_exchanges(chatml.drop_handoff_exchanges(messages))
         signatures: list[dict[str, Any]] = []
         parser_tools: dict[str, frozenset[str] | None] = {}
+        callable_tools: list[ToolGrammar] = []
         for tool in tools:
             if isinstance(tool, FunctionTool):
                 signatures.append(chatml.tool_signature(tool.name, tool.description, tool.params_json_schema))
                 parser_tools[tool.name] = declared_parameters(tool.params_json_schema)
+                callable_tools.append(ToolGrammar(tool.name, tool.params_json_schema))
             else:
                 logger.debug("The local model cannot use the hosted tool %s; skipped.", type(tool).__name__)
         for handoff in handoffs:
@@ -553,21 +574,47 @@ class LocalModel(Model):
                 chatml.tool_signature(handoff.tool_name, handoff.tool_description, handoff.input_json_schema)
             )
             parser_tools[handoff.tool_name] = declared_parameters(handoff.input_json_schema)
+            callable_tools.append(ToolGrammar(handoff.tool_name, handoff.input_json_schema))
 
-        if model_settings.tool_choice == "none":
+        # tool_choice: "required" -> a call of one of the tools; a tool's name -> that one;
+        # "none" -> no call; "auto" (or unset) -> a call or an answer.
+        choice = model_settings.tool_choice if isinstance(model_settings.tool_choice, str) else None
+        forced = choice == "required" or (choice not in (None, "auto", "none", "required"))
+        if choice == "none":
             parser_tools = {}
+        elif forced and choice != "required":
+            named = [tool for tool in callable_tools if tool.name == choice]
+            if named:
+                callable_tools = named
+                parser_tools = {choice: parser_tools[choice]}
+            else:
+                logger.warning("tool_choice names %r, which this request does not offer; any tool may be called.", choice)
         # Right after a tool result the tools are not listed (the 1.5B would call the same
-        # tool again); a call it still writes to another tool is honoured, a repeat dropped.
+        # tool again), and the grammar allows only the answer; a tool choice never holds there
+        # (the SDK resets it after a call).
         after_result = chatml.last_turn_is_tool_result(messages)
         withheld = bool(signatures) and (not parser_tools or after_result)
         if withheld and after_result:
             messages[0].content += WITHHELD_NOTE
+            forced = False
         json_schema = None
         if output_schema is not None and not output_schema.is_plain_text():
             json_schema = output_schema.json_schema()
+        offered = tuple(callable_tools) if parser_tools and not withheld else ()
+        forced = forced and bool(offered)
+        if json_schema is not None and not forced:  # a forced call is not the answer: no need to describe it
             messages[0].content += (
                 "\n\nWhen you give your final answer, reply with only a JSON object that matches this JSON schema:\n"
                 + json.dumps(json_schema, ensure_ascii=False)
+            )
+        # One call per reply unless the agent allows parallel calls: a small model otherwise
+        # writes the same call two or three times over.
+        max_calls = MAX_PARALLEL_CALLS if model_settings.parallel_tool_calls else 1
+        if forced:
+            constraint = OutputConstraint(calls=offered, text=False, max_calls=max_calls)
+        else:
+            constraint = OutputConstraint(
+                calls=offered, text=json_schema is None, output_schema=json_schema, max_calls=max_calls
             )
         temperature = model_settings.temperature if model_settings.temperature is not None else 0.0
         return GenerationRequest(
@@ -579,8 +626,7 @@ class LocalModel(Model):
             max_tokens=model_settings.max_tokens or self.default_max_tokens,
             temperature=max(0.0, float(temperature)),
             top_p=model_settings.top_p,
-            # A grammar would forbid tool calls, so it only applies when no tools are offered.
-            json_schema=json_schema if json_schema is not None and (withheld or not signatures) else None,
+            constraint=constraint,
         )
 
     @staticmethod
@@ -650,7 +696,7 @@ class LocalModel(Model):
                 max_tokens=max_tokens,
                 temperature=request.temperature,
                 top_p=request.top_p,
-                json_schema=request.json_schema,
+                constraint=request.constraint,
                 cancel=cancel,
             )
             try:
@@ -696,9 +742,12 @@ class LocalModel(Model):
 
     def fit_prompt(self, request: GenerationRequest) -> tuple[list[int], int]:
         """Tokens of the prompt, dropping the oldest exchanges (then clipping the longest
-        message) until the prompt leaves room for the answer; and the answer's token budget."""
+        message) until the prompt leaves room for the answer; and the answer's token budget.
+        In the app's runs the input already fits: the run's context window
+        (`agents_app.context_window`) keeps whole turns within `input_token_budget()`, counted
+        with `count_tokens`; this is the exact last check of the rendered prompt."""
         n_ctx = self.backend.n_ctx
-        reserve = min(request.max_tokens, max(256, n_ctx // 4))
+        reserve = answer_reserve(n_ctx, request.max_tokens)
         messages = request.messages
         while True:
             tokens = self.backend.tokenize(chatml.render_prompt(messages, request.prompt_tools))
@@ -712,6 +761,20 @@ class LocalModel(Model):
             request.trimmed_messages += len(messages) - len(shorter)
             messages = shorter
         return tokens, max(1, min(request.max_tokens, n_ctx - len(tokens) - 1))
+
+    # what the run's context window asks (agents_app.context_window)
+
+    def input_token_budget(self, max_tokens: int | None = None) -> int:
+        """The most prompt tokens `fit_prompt` keeps whole for an answer of `max_tokens`."""
+        n_ctx = self.backend.n_ctx
+        return n_ctx - answer_reserve(n_ctx, max_tokens or self.default_max_tokens)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` in this model's own vocabulary. Loads the model first when needed
+        (on its worker thread, waiting for it): call it off the event loop until then."""
+        if not self._loaded:
+            self.load()
+        return len(self.backend.tokenize(text))
 
     def load(self, timeout: float | None = None) -> None:
         """Load the weights now, on the worker thread (e.g. at startup or in a benchmark),
@@ -777,6 +840,11 @@ _instances: weakref.WeakSet[LocalModel] = weakref.WeakSet()
 def _shutdown_all() -> None:
     for model in list(_instances):
         model.shutdown()
+
+
+def answer_reserve(n_ctx: int, max_tokens: int) -> int:
+    """Tokens of the context kept free for the answer."""
+    return min(max_tokens, max(256, n_ctx // 4))
 
 
 def _clip_longest(messages: list[chatml.Message], *, excess_tokens: int) -> list[chatml.Message] | None:

@@ -106,7 +106,8 @@ async def test_failed_research_is_reported_instead_of_an_empty_reply(user, scrip
     apology = ReportData(short_summary="The research failed; please try again.", markdown_report="", follow_up_questions=[])
     steps = [
         [function_call("research", {"topic": TOPIC}, call_id="call_research")],
-        [],  # the planner answers nothing usable
+        [],  # the planner answers nothing usable,
+        [],  # twice (an empty turn is asked for once more before it counts as a failure)
         structured(apology),  # the research assistant, told that the tool failed
     ]
     with script(steps) as model:

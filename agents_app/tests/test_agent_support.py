@@ -13,7 +13,6 @@ from django.urls import reverse
 
 from agents_app import history
 from agents_app.catalog.support import business_hours
-from agents_app.events import TOOL_FAILURE_PREFIX
 from agents_app.models import Ticket
 from agents_app.tests.chatting import (
     fast_password_hashing,  # noqa: F401 (autouse fixture)
@@ -23,6 +22,7 @@ from agents_app.tests.chatting import (
     turn,
 )
 from agents_app.tests.factories import KnowledgeArticleFactory, TicketFactory
+from agents_app.tooling import TOOL_FAILURE_PREFIX
 from chat.tests.factories import UserFactory
 from chat.tests.helpers import connect, of_type, receive_until, send_message, stored_history
 from chat.tests.scripts import streamed

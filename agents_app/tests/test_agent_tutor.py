@@ -9,6 +9,7 @@ from agents.testing import function_call
 
 from agents_app import history
 from agents_app.catalog.tutor import (
+    FIELDS,
     HomeworkCheck,
     history_tutor,
     math_tutor,
@@ -30,7 +31,9 @@ from chat.tests.scripts import streamed
 # Socket tests: the run executes in another task, so the data must be committed.
 chat_db = pytest.mark.django_db(transaction=True)
 
-HOMEWORK = structured(HomeworkCheck(is_homework=True, reasoning="An algebra exercise."))
+HOMEWORK = structured(HomeworkCheck(is_homework=True, reasoning="An algebra exercise."))  # subject unclear
+MATH = structured(HomeworkCheck(is_homework=True, reasoning="An algebra exercise.", subject="math"))
+HISTORY = structured(HomeworkCheck(is_homework=True, reasoning="A history question.", subject="history"))
 NOT_HOMEWORK = structured(HomeworkCheck(is_homework=False, reasoning="Asks for a cake recipe."))
 
 
@@ -38,10 +41,10 @@ NOT_HOMEWORK = structured(HomeworkCheck(is_homework=False, reasoning="Asks for a
 async def test_math_question_goes_to_the_math_tutor_who_keeps_the_next_turn(user, script):
     conversation = await new_conversation(user, "tutor")
     steps = [
-        HOMEWORK,
+        MATH,
         [function_call("transfer_to_math_tutor", {}, call_id="call_handoff")],
         streamed("Subtract 3 ", "from both sides: x = 4."),
-        HOMEWORK,
+        MATH,
         streamed("Now divide ", "by 2."),
     ]
     with script(steps) as model:
@@ -64,10 +67,63 @@ async def test_math_question_goes_to_the_math_tutor_who_keeps_the_next_turn(user
     check_input = calls[3].input[-1]["content"]
     assert calls[3].output_schema is not None and check_input.endswith("Latest user message:\nAnd 2x = 8?")
     assert "User: Solve x + 3 = 7" in check_input  # the earlier messages, for context
-    assert calls[4].system_instructions == math_tutor.instructions
-    assert [h.agent_name for h in calls[4].handoffs] == ["History Tutor"]
+    # The triage agent had to hand off, and only to the tutor of the subject the check found.
+    assert calls[1].model_settings.tool_choice == "required"
+    assert [h.agent_name for h in calls[1].handoffs] == ["Math Tutor"]
+    # A math question for the Math Tutor: its own instructions, nothing to hand off to.
+    assert calls[4].system_instructions == FIELDS["math"]
+    assert calls[4].handoffs == []
     assert (await Conversation.objects.aget(pk=conversation.pk)).current_agent_name == "Math Tutor"
     assert history.problems(await stored_history(conversation)) == []
+
+
+@chat_db
+async def test_a_math_question_after_history_reaches_the_math_tutor(user, script):
+    conversation = await new_conversation(user, "tutor")
+    steps = [
+        HISTORY,
+        [function_call("transfer_to_history_tutor", {}, call_id="call_history")],
+        streamed("The Berlin Wall fell in 1989."),
+        MATH,
+        [function_call("transfer_to_math_tutor", {}, call_id="call_math")],
+        streamed("The derivative of x^4 is 4x^3."),
+    ]
+    with script(steps) as model:
+        await turn(user, conversation, "When did the Berlin Wall fall?")
+        events = await turn(user, conversation, "Now maths: what is the derivative of x^4?", request_id="r2")
+
+    assert one(events, "run.started")["agent"] == "History Tutor"
+    assert one(events, "agent.updated")["agent"] == "Math Tutor"
+    reply = await reply_of(events)
+    assert reply.status == Message.Status.COMPLETED and reply.agent_name == "Math Tutor"
+    assert reply.content == "The derivative of x^4 is 4x^3."
+    # The History Tutor was told the question is not its field and offered only the Math Tutor.
+    history_call = model.calls[4]
+    assert "math question" in history_call.system_instructions and "do not answer it" in history_call.system_instructions
+    assert [h.agent_name for h in history_call.handoffs] == ["Math Tutor"]
+    assert (await Conversation.objects.aget(pk=conversation.pk)).current_agent_name == "Math Tutor"
+    assert history.problems(await stored_history(conversation)) == []
+
+
+@chat_db
+async def test_a_tutor_can_hand_back_to_triage_when_the_subject_is_unclear(user, script):
+    conversation = await new_conversation(user, "tutor")
+    steps = [
+        MATH,
+        [function_call("transfer_to_math_tutor", {}, call_id="call_math")],
+        streamed("x = 4."),
+        HOMEWORK,  # homework, but the check could not tell the subject
+        [function_call("transfer_to_tutor_triage", {}, call_id="call_back")],
+        [function_call("transfer_to_history_tutor", {}, call_id="call_history")],
+        streamed("That was in 1066."),
+    ]
+    with script(steps) as model:
+        await turn(user, conversation, "Solve x + 3 = 7")
+        events = await turn(user, conversation, "And the other question from my worksheet?", request_id="r2")
+
+    assert [h.agent_name for h in model.calls[4].handoffs] == ["Tutor Triage"]
+    assert sorted(h.agent_name for h in model.calls[5].handoffs) == ["History Tutor", "Math Tutor"]
+    assert (await reply_of(events)).agent_name == "History Tutor"
 
 
 @chat_db
@@ -90,11 +146,11 @@ async def test_question_that_is_not_homework_is_blocked_before_the_tutors(user, 
 async def test_off_topic_follow_up_to_a_tutor_is_blocked_too_and_the_tutor_stays(user, script):
     conversation = await new_conversation(user, "tutor")
     steps = [
-        HOMEWORK,
+        HISTORY,
         [function_call("transfer_to_history_tutor", {}, call_id="call_handoff")],
         streamed("It fell in 1453."),
         NOT_HOMEWORK,
-        HOMEWORK,
+        HISTORY,
         streamed("Mehmed II ", "led the siege."),
     ]
     with script(steps) as model:

@@ -51,11 +51,15 @@ async def test_refund_happens_only_after_the_user_approves_it(user, script, appr
     assert requested["name"] == "refund_order" and requested["arguments"]["order_number"] == "qm 30001"
     await order.arefresh_from_db()
     assert finished[-1]["status"] == "completed"
+    summary = of_type(finished, "message.completed")[0]["structured"]["data"]["summary"]
     if approve:
         assert order.refunded_at is not None and order.refund_reason == "arrived broken"
         assert "Refund of $49.90 issued" in of_type(finished, "tool.output")[0]["output"]
+        assert summary.startswith("Refund of $49.90 issued for order QM-30001.")
     else:
         assert order.refunded_at is None
+        # The answer comes from what happened, not from the model: no refund is promised.
+        assert summary == "No refund was made: you did not approve it."
 
 
 async def test_someone_elses_order_cannot_be_refunded_even_when_approved(user, other_user, script):
@@ -70,6 +74,8 @@ async def test_someone_elses_order_cannot_be_refunded_even_when_approved(user, o
 
     output = of_type(finished, "tool.output")[0]
     assert output["failed"] is True and "no order QM-30002" in output["output"]
+    summary = of_type(finished, "message.completed")[0]["structured"]["data"]["summary"]
+    assert summary == "No refund was made: there is no order QM-30002 on this account."
     await theirs.arefresh_from_db()
     assert theirs.refunded_at is None
 

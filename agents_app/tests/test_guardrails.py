@@ -167,3 +167,94 @@ def test_secret_shapes_are_recognised(text, kind):
 )
 def test_ordinary_text_is_not_mistaken_for_a_secret(text):
     assert find_secret(text) is None
+
+
+# --- replies that claim actions no tool took, and password requests ------------------
+
+
+@chat_db
+async def test_a_ticket_claimed_without_the_ticket_tool_is_withheld(user, script):
+    from agents.testing import function_call
+
+    conversation = await new_conversation(user, "support")
+    steps = [
+        [function_call("search_knowledge_base", {"query": "sign in"}, call_id="c1")],
+        streamed("I have opened a ticket for you, ", "someone will be in touch."),
+    ]
+    with script(steps):
+        events = await turn(user, conversation, "I still can't sign in, open a ticket please")
+
+    tripped = one(events, "guardrail.tripped")
+    assert tripped["guardrail"] == "unbacked claim" and "no ticket exists yet" in tripped["message"]
+    assert not of_type(events, "message.delta")  # the claim was never shown
+    reply = await reply_of(events)
+    assert reply.status == Message.Status.BLOCKED and "opened a ticket for you" not in reply.content
+
+
+@chat_db
+async def test_a_ticket_the_tool_opened_may_be_described(user, script):
+    from agents.testing import function_call
+
+    conversation = await new_conversation(user, "support")
+    ticket = {"subject": "Cannot sign in", "description": "Sign-in fails.", "priority": "normal"}
+    steps = [[function_call("create_support_ticket", ticket, call_id="c1")], streamed("I have opened a ticket for you.")]
+    with script(steps + [streamed("Your ticket number is in my previous message.")]):
+        events = await turn(user, conversation, "Open a ticket please")
+        later = await turn(user, conversation, "What was my ticket number again?", request_id="r2")
+
+    assert (await reply_of(events)).content == "I have opened a ticket for you."
+    assert one(later, "run.finished")["status"] == "completed"  # earlier in the conversation counts too
+
+
+@chat_db
+async def test_a_refund_the_model_promises_without_the_tool_is_withheld(user, script):
+    from agents.testing import function_call
+
+    conversation = await new_conversation(user, "orders")
+    promise = OrderStatus(
+        order_number="QM-10388", found=False, status="unknown", items=[], total=None, carrier=None,
+        estimated_delivery=None, summary="We will refund it to you. Please check your account for the refund.",
+    )  # fmt: skip
+    failing = [function_call("lookup_order", {"order_number": 12}, call_id="c1")]  # invalid: the tool fails
+    with script([failing, structured(promise)]):
+        events = await turn(user, conversation, "Refund QM-10388, it arrived broken")
+
+    tripped = one(events, "guardrail.tripped")
+    assert tripped["guardrail"] == "unbacked claim" and "nothing has been refunded" in tripped["message"]
+    assert (await reply_of(events)).structured is None
+
+
+@chat_db
+async def test_a_reply_asking_for_the_users_password_is_withheld(user, script):
+    from agents.testing import function_call
+
+    conversation = await new_conversation(user, "support")
+    steps = [
+        [function_call("search_knowledge_base", {"query": "password"}, call_id="c1")],
+        streamed("Please put your current and new password in a ticket."),
+    ]
+    with script(steps):
+        events = await turn(user, conversation, "How do I reset my password?")
+
+    tripped = one(events, "guardrail.tripped")
+    assert tripped["guardrail"] == "password request" and "Never share a password" in tripped["message"]
+
+
+@pytest.mark.parametrize(
+    ("text", "claims"),
+    [
+        ("We will refund it to you. Please check your account for the refund.", {"refund"}),
+        ("Your refund has been issued.", {"refund"}),
+        ("Refund of $12.00 issued for order QM-1.", {"refund"}),
+        ("The refund will be issued once you approve it in the chat.", set()),
+        ("No refund was made: you did not approve it.", set()),
+        ("I've opened a ticket for you.", {"ticket"}),
+        ("Your ticket #a1b2c3d4 is open.", {"ticket"}),
+        ("Would you like me to open a ticket?", set()),
+        ("I can open a ticket if you want.", set()),
+    ],
+)
+def test_claims_of_actions_are_told_apart_from_offers_and_denials(text, claims):
+    from agents_app.guardrails import claimed_actions
+
+    assert claimed_actions(text) == claims

@@ -21,6 +21,7 @@ from agents_app import progress
 from agents_app.local import chatml
 from agents_app.local.backend import GenerationStats
 from agents_app.local.model import LocalModel
+from tests.waiting import eventually
 
 
 class FakeBackend:
@@ -45,10 +46,10 @@ class FakeBackend:
     def tokenize(self, text: str) -> list[int]:
         return list(text.encode())
 
-    def generate(self, tokens, *, max_tokens, temperature, top_p, json_schema, cancel):
+    def generate(self, tokens, *, max_tokens, temperature, top_p, constraint, cancel):
         self.prompts.append(bytes(tokens).decode())
         self.calls.append(
-            {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "json_schema": json_schema}
+            {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "constraint": constraint}
         )
         self.threads.add(threading.current_thread().name)
         pieces = self.scripts.pop(0)
@@ -255,24 +256,46 @@ async def test_input_items_of_every_shape_become_chatml():
             "status": "completed",
             "content": [{"type": "output_text", "text": "Hello!", "annotations": []}],
         },
+        {"role": "user", "content": "Time?"},
         {"role": "assistant", "content": None},
         {"type": "function_call", "call_id": "call_a", "name": "get_current_time", "arguments": '{"timezone": "UTC"}'},
         {"type": "function_call_output", "call_id": "call_a", "output": "14:05 in UTC"},
         {"type": "reasoning", "id": "rs_1", "summary": []},
-        {"role": "user", "content": "Thanks"},
     ]
 
     await run_and_collect(make_agent(model), history)
 
     assert backend.prompts[0].split("<|im_end|>\n", 1)[1] == (
         "<|im_start|>user\nHi, there<|im_end|>\n"
-        "<|im_start|>assistant\nHello!\n<tool_call>\n"
+        "<|im_start|>assistant\nHello!<|im_end|>\n"
+        "<|im_start|>user\nTime?<|im_end|>\n"
+        "<|im_start|>assistant\n<tool_call>\n"
         '{"name": "get_current_time", "arguments": {"timezone": "UTC"}}\n</tool_call><|im_end|>\n'
         "<|im_start|>user\n<tool_response>\n14:05 in UTC\n</tool_response><|im_end|>\n"
-        "<|im_start|>user\nThanks<|im_end|>\n"
         "<|im_start|>assistant\n"
     )
-    assert backend.prompts[0].startswith("<|im_start|>system\nBe brief.\n\n# Tools\n")
+    assert backend.prompts[0].startswith("<|im_start|>system\nBe brief.")
+
+
+async def test_calls_and_results_of_earlier_turns_are_left_out_of_the_prompt():
+    backend = FakeBackend([["ok"]])
+    model = LocalModel(backend, label="local/test")
+    history = [
+        {"role": "user", "content": "Time?"},
+        {"type": "function_call", "call_id": "call_a", "name": "get_current_time", "arguments": '{"timezone": "UTC"}'},
+        {"type": "function_call_output", "call_id": "call_a", "output": "14:05 in UTC"},
+        {"role": "assistant", "content": "It is 14:05."},
+        {"role": "user", "content": "Thanks"},
+    ]
+
+    await run_and_collect(make_agent(model), history)
+
+    prompt = backend.prompts[0]
+    assert "14:05 in UTC" not in prompt and "<tool_response>" not in prompt.split("# Tools", 1)[-1].split("</tools>")[-1]
+    assert prompt.endswith(
+        "<|im_start|>user\nTime?<|im_end|>\n<|im_start|>assistant\nIt is 14:05.<|im_end|>\n"
+        "<|im_start|>user\nThanks<|im_end|>\n<|im_start|>assistant\n"
+    )
 
 
 def test_system_prompt_lists_tools_with_single_braces_in_the_example_call():
@@ -319,7 +342,7 @@ async def test_requests_queue_one_at_a_time_and_report_their_position():
         return result.final_output
 
     first = asyncio.create_task(run("first"))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: backend.yielded, what="the first request to be generating")
     second = asyncio.create_task(run("second"))
 
     assert await first == "a" * 20 and await second == "b" * 5
@@ -365,7 +388,7 @@ async def test_runner_cancel_stops_the_local_generation():
             cancelled_at = time.monotonic()
             result.cancel()
 
-    await asyncio.sleep(0.1)
+    await eventually(lambda: backend.stopped_at is not None and backend.active == 0, what="generation to stop")
     assert backend.stopped_at is not None and backend.stopped_at - cancelled_at < 0.5
     assert backend.active == 0
     assert backend.yielded < 100
@@ -377,10 +400,9 @@ async def test_a_waiting_request_that_is_cancelled_leaves_the_queue():
     agent = make_agent(model, tools=[])
 
     first = asyncio.create_task(run_and_collect(agent, "1"))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: backend.yielded, what="the first request to be generating")
     waiting = asyncio.create_task(run_and_collect(agent, "2"))
-    await asyncio.sleep(0.05)
-    assert model.slot.waiting == 1
+    await eventually(lambda: model.slot.waiting == 1, what="the second request to queue")
     waiting.cancel()
     await asyncio.gather(waiting, return_exceptions=True)
 
@@ -430,7 +452,8 @@ async def test_structured_output_gets_the_schema_in_the_prompt_and_a_grammar_wit
     )
 
     assert result.final_output == City(name="Paris", country="France")
-    assert backend.calls[0]["json_schema"]["properties"].keys() == {"name", "country"}
+    constraint = backend.calls[0]["constraint"]
+    assert constraint.output_schema["properties"].keys() == {"name", "country"} and not constraint.calls
     assert "matches this JSON schema" in backend.prompts[0]
 
 
@@ -486,3 +509,81 @@ async def test_preloading_loads_once_on_the_worker_thread():
 
     assert backend.loads == 1
     assert backend.threads == {"local-model"}
+
+
+# --- what the grammar lets the model write (see test_local_grammar.py for the grammar itself)
+
+
+@function_tool
+def get_current_date() -> str:
+    """Get today's date."""
+    return "Tuesday"
+
+
+async def test_with_tools_offered_the_output_is_constrained_to_their_calls_or_an_answer():
+    backend = FakeBackend([CALL_PIECES, ANSWER_PIECES])
+    model = LocalModel(backend, label="local/test")
+
+    await run_and_collect(make_agent(model), "Time?")
+
+    offered, after_result = (call["constraint"] for call in backend.calls)
+    assert [tool.name for tool in offered.calls] == ["get_current_time"] and offered.text
+    assert offered.calls[0].parameters["required"] == ["timezone"]  # the tool's own schema
+    # Right after the tool result: an answer only, no call.
+    assert after_result.calls == () and after_result.text
+
+
+@pytest.mark.parametrize(
+    ("tool_choice", "calls", "text"),
+    [
+        ("required", ["get_current_time", "get_current_date"], False),
+        ("get_current_date", ["get_current_date"], False),
+        ("none", [], True),
+        ("auto", ["get_current_time", "get_current_date"], True),
+    ],
+)
+async def test_tool_choice_decides_what_the_first_output_may_be(tool_choice, calls, text):
+    script = ['<tool_call>\n{"name": "get_current_date", "arguments": {}}\n</tool_call>'] if calls else ["Hi."]
+    backend = FakeBackend([script, ["Tuesday."]])
+    model = LocalModel(backend, label="local/test")
+    agent = make_agent(model, tools=[get_current_time, get_current_date], model_settings=ModelSettings(tool_choice=tool_choice))
+
+    await run_and_collect(agent, "What day is it?")
+
+    first = backend.calls[0]["constraint"]
+    assert [tool.name for tool in first.calls] == calls and first.text is text
+    if calls:  # the SDK resets the tool choice after the call: the answer is free again
+        assert backend.calls[1]["constraint"].text
+
+
+async def test_a_structured_answer_or_a_call_with_tools_and_an_output_type():
+    from pydantic import BaseModel
+
+    class Answer(BaseModel):
+        day: str
+
+    backend = FakeBackend([['{"day": "Tuesday"}']])
+    model = LocalModel(backend, label="local/test")
+
+    result, _ = await run_and_collect(make_agent(model, tools=[get_current_date], output_type=Answer), "Day?")
+
+    constraint = backend.calls[0]["constraint"]
+    assert [tool.name for tool in constraint.calls] == ["get_current_date"]
+    assert not constraint.text and constraint.output_schema["properties"].keys() == {"day"}
+    assert result.final_output == Answer(day="Tuesday")
+
+
+async def test_the_agent_that_takes_over_after_a_handoff_sees_the_question_not_the_transfer():
+    backend = FakeBackend([['{"name": "transfer_to_billing", "arguments": {}}'], ["Billing", " here."]])
+    model = LocalModel(backend, label="local/test")
+    billing = Agent(name="Billing", instructions="Handle invoices.", model=model, tools=[get_current_time])
+    triage = Agent(name="Triage", instructions="Route.", model=model, handoffs=[billing])
+
+    result, _ = await run_and_collect(triage, "My invoice is wrong.")
+
+    assert result.final_output == "Billing here."
+    billing_prompt = backend.prompts[1]
+    assert billing_prompt.endswith("<|im_start|>user\nMy invoice is wrong.<|im_end|>\n<|im_start|>assistant\n")
+    assert "transfer_to_billing" not in billing_prompt and "<tool_response>" not in billing_prompt
+    assert "<tools>" in billing_prompt  # its own tools are offered as on any first turn
+    assert backend.calls[1]["constraint"].calls  # and may be called

@@ -1,10 +1,12 @@
 """The real local model through the real Runner: streamed text, a real tool call, a
-follow-up turn. Runs only where the model is installed (`manage.py local_model install`);
-about 20-40 seconds on 2 cores."""
+follow-up turn. Marked `local_model`: `make test` installs the model and runs them (and fails
+if it is missing); elsewhere they are skipped, with a reason, when the model is not installed
+(see conftest.py). About 20-40 seconds on 2 cores."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -12,10 +14,7 @@ from agents import Agent, ModelSettings, RunConfig, Runner, function_tool
 
 from agents_app import local
 
-pytestmark = [
-    pytest.mark.skipif(not local.is_installed(), reason="local model not installed: manage.py local_model install"),
-    pytest.mark.timeout(300),
-]
+pytestmark = [pytest.mark.local_model, pytest.mark.timeout(300)]
 
 calls: list[str] = []
 
@@ -112,3 +111,33 @@ async def test_whole_app_path_streams_a_real_local_reply_with_a_tool_call(user, 
     assert reply.content == "".join(d["delta"] for d in deltas)
     assert reply.model == local.model_label() and reply.total_tokens > 0 and reply.requests >= 2
     assert reply.cost == 0  # a local model costs nothing, and says so (not "unknown")
+
+
+@function_tool
+def lookup_order(order_number: str) -> str:
+    """Look up an order by its number.
+
+    Args:
+        order_number: The order number, e.g. "QM-10421".
+    """
+    return f"Order {order_number}: shipped."
+
+
+async def test_real_local_model_with_a_required_tool_choice_can_only_write_a_valid_call():
+    """The grammar: asked something no tool fits, the model must still call an offered tool,
+    with the arguments its schema declares (and not invent a tool or write markup)."""
+    agent = Agent(
+        name="Orders",
+        instructions="You help with orders.",
+        tools=[lookup_order, get_current_time],
+        model=local.get_model(),
+        model_settings=ModelSettings(tool_choice="required", max_tokens=64),
+        tool_use_behavior="stop_on_first_tool",
+    )
+
+    result = await Runner.run(agent, "My parcel QM-51207 is late, where is it?", run_config=RunConfig(tracing_disabled=True))
+
+    [call] = [item.raw_item for item in result.new_items if item.type == "tool_call_item"]
+    assert call.name == "lookup_order"
+    assert set(json.loads(call.arguments)) == {"order_number"} and "51207" in json.loads(call.arguments)["order_number"]
+    assert result.final_output.startswith("Order ")

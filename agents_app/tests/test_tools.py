@@ -14,7 +14,6 @@ from agents.tool_context import ToolContext
 
 from agents_app import history
 from agents_app.context import ChatContext
-from agents_app.events import TOOL_FAILURE_PREFIX
 from agents_app.registry import all_specs
 from agents_app.tests.chatting import (
     fast_password_hashing,  # noqa: F401 (autouse fixture)
@@ -23,7 +22,7 @@ from agents_app.tests.chatting import (
     reply_of,
     turn,
 )
-from agents_app.tooling import ToolError, catalog_tool
+from agents_app.tooling import TOOL_FAILURE_PREFIX, ToolError, catalog_tool
 from chat.tests.helpers import extra_tools, stored_history
 from chat.tests.scripts import streamed
 

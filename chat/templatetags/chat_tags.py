@@ -1,9 +1,8 @@
-from decimal import Decimal
-
 from django import template
 from django.utils.safestring import mark_safe
 
 from chat.rendering import render_card, render_markdown
+from usage.formatting import usd
 
 register = template.Library()
 
@@ -20,15 +19,8 @@ def card(structured: dict | None) -> str:
     return mark_safe(render_card(structured))  # noqa: S308
 
 
-@register.filter
-def usd(amount: Decimal | None) -> str:
-    if amount is None:
-        return "cost unknown"
-    if amount == 0:
-        return "$0"
-    if amount < Decimal("0.01"):
-        return f"${amount:.6f}".rstrip("0")
-    return f"${amount:.4f}"
+# A reply's cost, as everywhere else (`usage.formatting`).
+register.filter("usd", usd)
 
 
 @register.filter
@@ -38,3 +30,17 @@ def pretty_arguments(arguments) -> str:
     if isinstance(arguments, str):
         return arguments
     return json.dumps(arguments, ensure_ascii=False)
+
+
+@register.filter
+def agent_title(agent_key: str) -> str:
+    """The title users picked the agent by (its key if the agent is gone)."""
+    from agents_app.registry import all_specs
+
+    return next((spec.title for spec in all_specs() if spec.key == agent_key), agent_key)
+
+
+@register.inclusion_tag("chat/_icon.html")
+def icon(name: str) -> dict:
+    """An icon from static/chat/icons.svg, hidden from screen readers (its button has a label)."""
+    return {"name": name}

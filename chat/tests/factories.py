@@ -8,6 +8,7 @@ from factory.django import DjangoModelFactory
 
 from agents_app.models import SpanRecord, TraceRecord
 from chat.models import Conversation, Message, Run
+from usage.models import TOKEN_FIELDS, UsageRecord
 
 User = get_user_model()
 
@@ -91,12 +92,27 @@ class SpanRecordFactory(DjangoModelFactory[SpanRecord]):
     data = factory.LazyFunction(lambda: {"type": "function", "input": "{}", "output": "12:00 (UTC)"})
 
 
+def ledger_row(*, run: Run, reply: Message) -> UsageRecord:
+    """The usage ledger's row for a run, holding exactly the reply's counts and cost, as the
+    run service writes it (`usage.services.usage_record_store`)."""
+    record, _ = UsageRecord.objects.update_or_create(
+        run=run,
+        defaults={
+            "user_id": run.conversation.owner_id,
+            "conversation_id": run.conversation_id,
+            "agent_key": run.conversation.agent_key,
+            "model": reply.model,
+            "cost": reply.cost,
+            "created_at": reply.created_at,
+            **{name: getattr(reply, name) for name in TOKEN_FIELDS},
+        },
+    )
+    return record
+
+
 def finished_reply(*, conversation=None, owner=None, age: timedelta | None = None, **fields) -> Message:
     """A finished run's reply with its usage, stored the way the run service stores it: the run,
-    the reply and its row in the usage ledger (`chat.services.usage_record_store`). `age` moves
-    the run's start into the past."""
-    from chat.services import usage_record_store
-
+    the reply and its row in the usage ledger. `age` moves the run's start into the past."""
     conversation = conversation or ConversationFactory(**({"owner": owner} if owner else {}))
     run = RunFactory(conversation=conversation)
     reply = ReplyFactory(conversation=conversation, run=run, **fields)
@@ -105,5 +121,5 @@ def finished_reply(*, conversation=None, owner=None, age: timedelta | None = Non
         Message.objects.filter(pk=reply.pk).update(created_at=when)
         Run.objects.filter(pk=run.pk).update(created_at=when)
         reply.refresh_from_db()
-    usage_record_store(run=run, reply=reply)
+    ledger_row(run=run, reply=reply)
     return reply

@@ -14,10 +14,7 @@ from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
 
-from accounts.models import Profile
-from agents_app.models import ModelPrice
 from chat.models import Conversation, Message, Run
-from chat.services import usage_record_store
 from chat.tests.factories import (
     ConversationFactory,
     MessageFactory,
@@ -27,7 +24,9 @@ from chat.tests.factories import (
     TraceRecordFactory,
     UserFactory,
     finished_reply,
+    ledger_row,
 )
+from usage.models import ModelPrice, TokenBudget
 
 pytestmark = pytest.mark.django_db
 
@@ -54,9 +53,11 @@ def history(user):
     )
     MessageFactory(conversation=conversation, run=run, content="Is it sunny?")
     reply = ReplyFactory(conversation=conversation, run=run, content="Sunny in Oslo.")
-    usage_record_store(run=run, reply=reply)
-    trace = TraceRecordFactory(run=run, user=user, group_id=str(conversation.public_id), metadata={"request_id": "req-42"})
+    ledger_row(run=run, reply=reply)
     start = timezone.now()
+    trace = TraceRecordFactory(
+        run=run, user=user, group_id=str(conversation.public_id), metadata={"request_id": "req-42"}, started_at=start
+    )
     agent = SpanRecordFactory(
         trace=trace, kind="agent", name="Assistant", started_at=start, ended_at=start + timedelta(milliseconds=900),
         duration_ms=900, data={"type": "agent", "name": "Assistant", "tools": ["get_weather"]},
@@ -86,13 +87,13 @@ def review_urls(history) -> list[str]:
         reverse("admin:agents_app_tracerecord_timeline", args=[trace.pk]),
         reverse("admin:agents_app_spanrecord_changelist"),
         reverse("admin:agents_app_spanrecord_change", args=[span.pk]),
-        reverse("admin:agents_app_modelprice_changelist"),
-        reverse("admin:agents_app_modelprice_change", args=[price.pk]),
-        reverse("admin:agents_app_usage_report"),
-        reverse("admin:agents_app_usage_report") + "?since=7d&by=day&format=csv",
+        reverse("admin:usage_modelprice_changelist"),
+        reverse("admin:usage_modelprice_change", args=[price.pk]),
+        reverse("admin:usage_report"),
+        reverse("admin:usage_report") + "?since=7d&by=day&format=csv",
         reverse("admin:auth_user_change", args=[conversation.owner.pk]),
-        reverse("admin:accounts_usagerecord_changelist"),
-        reverse("admin:accounts_usagerecord_change", args=[run.usage_record.pk]),
+        reverse("admin:usage_usagerecord_changelist"),
+        reverse("admin:usage_usagerecord_change", args=[run.usage_record.pk]),
     ]
 
 
@@ -114,8 +115,8 @@ def test_staff_without_the_right_to_see_messages_cannot_see_the_usage_report(cli
     clerk.user_permissions.add(Permission.objects.get(codename="view_modelprice"))
     client.force_login(clerk)
 
-    assert client.get(reverse("admin:agents_app_modelprice_changelist")).status_code == 200
-    assert client.get(reverse("admin:agents_app_usage_report")).status_code == 403
+    assert client.get(reverse("admin:usage_modelprice_changelist")).status_code == 200
+    assert client.get(reverse("admin:usage_report")).status_code == 403
     assert client.get(reverse("admin:agents_app_tracerecord_timeline", args=[history["trace"].pk])).status_code == 403
 
 
@@ -145,7 +146,7 @@ def test_conversation_list_filters_by_last_run_status_and_reply_status(staff, us
     failed = ConversationFactory(owner=user, title="Broken chat")
     RunFactory(conversation=failed, status=Run.Status.COMPLETED, created_at=timezone.now())
     failed_run = RunFactory(conversation=failed, status=Run.Status.FAILED)
-    usage_record_store(run=failed_run, reply=ReplyFactory(conversation=failed, run=failed_run, status=Message.Status.FAILED))
+    ledger_row(run=failed_run, reply=ReplyFactory(conversation=failed, run=failed_run, status=Message.Status.FAILED))
     url = reverse("admin:chat_conversation_changelist")
 
     def titles(query: str) -> set[str]:
@@ -180,7 +181,7 @@ def test_history_cannot_be_edited_in_admin(staff, history):
     assert staff.post(reverse("admin:chat_run_change", args=[history["run"].pk]), {"status": "failed"}).status_code == 403
     assert staff.get(reverse("admin:agents_app_tracerecord_add")).status_code == 403
     ledger = history["run"].usage_record
-    assert staff.post(reverse("admin:accounts_usagerecord_delete", args=[ledger.pk]), {"post": "yes"}).status_code == 403
+    assert staff.post(reverse("admin:usage_usagerecord_delete", args=[ledger.pk]), {"post": "yes"}).status_code == 403
 
 
 def test_deleting_a_conversation_in_admin_also_removes_its_sdk_history(staff, history):
@@ -202,7 +203,7 @@ def test_usage_report_groups_totals_and_exports_csv(staff, user, other_user):
     finished_reply(conversation=ConversationFactory(owner=other_user, agent_key="tutor"), total_tokens=1000, cost=Decimal("0.001"))
     finished_reply(owner=other_user, model="mystery", cost=None, total_tokens=10)
     finished_reply(owner=user, total_tokens=7777, age=timedelta(days=10))
-    url = reverse("admin:agents_app_usage_report")
+    url = reverse("admin:usage_report")
 
     response = staff.get(url, {"since": "7d", "by": "user"})
     rows = {row.label: row for row in response.context["rows"]}
@@ -222,9 +223,9 @@ def test_usage_report_groups_totals_and_exports_csv(staff, user, other_user):
 
 
 def test_usage_report_explains_a_bad_period(staff):
-    response = staff.get(reverse("admin:agents_app_usage_report"), {"since": "forever", "by": "user"})
+    response = staff.get(reverse("admin:usage_report"), {"since": "forever", "by": "user"})
     assert response.status_code == 200 and "not a duration" in response.content.decode()
-    assert staff.get(reverse("admin:agents_app_usage_report"), {"since": "x", "format": "csv"}).status_code == 400
+    assert staff.get(reverse("admin:usage_report"), {"since": "x", "format": "csv"}).status_code == 400
 
 
 def test_user_admin_edits_the_daily_token_budget_inline(staff, user):
@@ -233,8 +234,8 @@ def test_user_admin_edits_the_daily_token_budget_inline(staff, user):
     data = {name: value for name, value in form.initial.items() if value is not None and name != "password"}
     data.update({
         "username": user.username, "email": user.email, "date_joined_0": "2026-01-01", "date_joined_1": "10:00:00",
-        "profile-TOTAL_FORMS": "1", "profile-INITIAL_FORMS": "0", "profile-MIN_NUM_FORMS": "0",
-        "profile-MAX_NUM_FORMS": "1", "profile-0-daily_token_budget": "5000",
+        "token_budget-TOTAL_FORMS": "1", "token_budget-INITIAL_FORMS": "0", "token_budget-MIN_NUM_FORMS": "0",
+        "token_budget-MAX_NUM_FORMS": "1", "token_budget-0-daily_token_budget": "5000",
     })
     data.pop("last_login", None)
     data.pop("groups", None)
@@ -243,7 +244,7 @@ def test_user_admin_edits_the_daily_token_budget_inline(staff, user):
     response = staff.post(url, data)
 
     assert response.status_code == 302, response.context["adminform"].form.errors if response.context else ""
-    assert Profile.objects.get(user=user).daily_token_budget == 5000
+    assert TokenBudget.objects.get(user=user).daily_token_budget == 5000
 
 
 def test_conversation_page_links_to_its_traces(staff, history):

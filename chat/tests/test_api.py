@@ -17,7 +17,8 @@ from channels.layers import get_channel_layer
 from django.test import AsyncClient
 
 from accounts.services import api_token_create, api_token_revoke
-from chat import runs, sse
+from chat import api as chat_api
+from chat import follow, runs
 from chat.models import Conversation, Message, Run
 from chat.streams import event_buffer
 from chat.tests.api_helpers import SseReader, api_client, events, parse_sse, token_for
@@ -313,7 +314,7 @@ async def test_events_without_run_follow_the_active_run_from_its_start(api, conv
 
 
 async def test_stream_sends_keepalive_comments_while_the_model_is_silent(api, conversation, script, monkeypatch):
-    monkeypatch.setattr(sse, "KEEPALIVE_SECONDS", 0.05)
+    monkeypatch.setattr(follow, "KEEPALIVE_SECONDS", 0.05)
     gate = asyncio.Event()
     with script([streamed("a", "b", gate=gate)]):
         reader = SseReader((await send(api, conversation)).streaming_content)
@@ -483,11 +484,11 @@ async def test_approval_over_http_pauses_then_resumes_the_run(api, conversation,
 async def test_buffered_events_are_read_by_seq_not_by_position():
     run_id = f"buffer-test-{uuid.uuid4()}"
     for seq in (7, 8, 9):  # a buffer that (after expiring) starts at seq 7
-        await event_buffer().append(run_id, {"type": "message.delta", "run": run_id, "seq": seq, "delta": str(seq)})
-    assert [e["seq"] for e in await sse.buffered_events(run_id, after=7)] == [8, 9]
+        await event_buffer().append(run_id, [{"type": "message.delta", "run": run_id, "seq": seq, "delta": str(seq)}])
+    assert [e["seq"] for e in await follow.buffered_events(run_id, after=7)] == [8, 9]
 
 
 def test_sse_message_format():
-    text = sse.sse_message({"type": "message.delta", "seq": 3, "delta": "a\nb"})
+    text = chat_api.sse_message({"type": "message.delta", "seq": 3, "delta": "a\nb"})
     assert text == 'id: 3\nevent: message.delta\ndata: {"type":"message.delta","seq":3,"delta":"a\\nb"}\n\n'
-    assert parse_sse(sse.sse_message({"type": "approval.decided", "run": "r"}))[0].id is None
+    assert parse_sse(chat_api.sse_message({"type": "approval.decided", "run": "r"}))[0].id is None

@@ -3,17 +3,21 @@ from any socket resumes it, and the SDK history stays valid whatever happens."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
 from agents import function_tool
 from agents.testing import assistant_message, function_call
+from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from agents_app import history
+from chat import runs, services
 from chat.models import Approval, Conversation, Message, Run
 from chat.tests.helpers import connect, extra_tools, of_type, receive_until, send_message, stored_history
 from chat.tests.scripts import streamed
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -250,3 +254,56 @@ async def test_concurrent_decisions_on_two_calls_resume_the_run_exactly_once(use
     await sync_to_async(both, thread_sensitive=False)()
     # Exactly one of the two decisions saw that nothing else was pending.
     assert sorted(results.values()) == [False, True]
+
+
+async def test_a_decision_is_refused_while_the_user_is_over_budget_and_the_approval_waits(user, conversation, script, settings):
+    from chat.tests.factories import finished_reply
+
+    settings.AGENTS_DAILY_TOKEN_BUDGET = 1000
+    with script(refund_steps()) as model:
+        ws = await connect(user)
+        requested = of_type(await pause(ws, conversation), "approval.requested")[0]
+        await sync_to_async(finished_reply)(owner=user, total_tokens=1000)  # spent elsewhere meanwhile
+        await ws.send_json_to({"type": "approval.decide", "conversation": str(conversation.public_id), "call_id": "call_refund", "approve": True})
+        refused = (await receive_until(ws, "error"))[-1]
+        await ws.disconnect()
+
+    assert refused["code"] == "quota_exceeded"
+    approval = await Approval.objects.aget(call_id="call_refund")
+    assert approval.status == Approval.Status.PENDING and refunds == [] and len(model.calls) == 1
+    assert (await Run.objects.aget(public_id=requested["run"])).status == Run.Status.AWAITING_APPROVAL
+
+
+async def test_a_resumed_run_streams_again_and_a_crash_keeps_the_tools_real_outcome(user, conversation, script, settings):
+    """The process dies after the approved refund ran: the reply is not left "awaiting
+    approval"; it failed, and its tool entry says what the tool really returned."""
+    settings.RUN_HEARTBEAT_SECONDS = 0.05
+    gate = asyncio.Event()
+    steps = [refund_steps()[0], streamed("Your refund ", "is done.", gate=gate)]
+    with script(steps):
+        ws = await connect(user)
+        requested = of_type(await pause(ws, conversation), "approval.requested")[0]
+        await ws.send_json_to({"type": "approval.decide", "conversation": str(conversation.public_id), "call_id": "call_refund", "approve": True})
+        await receive_until(ws, "tool.output")
+        run = await Run.objects.aget(public_id=requested["run"])
+        reply = await eventually(lambda: _reply_saved_with_partial_text(run), what="a heartbeat to save the resumed reply")
+        assert reply.status == Message.Status.STREAMING
+        # The process dies here: its executor is gone and its heartbeat goes stale.
+        executor = runs.active_executor(requested["run"])
+        executor.task.cancel()
+        await asyncio.gather(executor.task, return_exceptions=True)
+        await Run.objects.filter(pk=run.pk).aupdate(heartbeat_at=timezone.now() - timedelta(hours=1), status=Run.Status.RUNNING)
+        await sync_to_async(services.release_dead_runs)(conversation=conversation)
+        await ws.disconnect()
+
+    run = await Run.objects.aget(pk=run.pk)
+    reply = await Message.objects.aget(run=run, role="assistant")
+    (tool,) = [entry for entry in reply.activity if entry.get("kind") == "tool"]
+    assert run.status == Run.Status.INTERRUPTED and reply.status == Message.Status.FAILED
+    assert refunds == ["A-1"] and tool["status"] == "completed" and "Refunded 12.50 USD" in tool["output"]
+    assert history.problems(await stored_history(conversation)) == []
+
+
+async def _reply_saved_with_partial_text(run):
+    reply = await Message.objects.aget(run=run, role="assistant")
+    return reply if "Your refund" in reply.content else None

@@ -32,7 +32,7 @@ def request_lines(logs) -> list[logging.LogRecord]:
 @pytest.mark.django_db
 def test_a_sane_incoming_request_id_is_honoured_echoed_and_logged_with_status_and_duration(client, user, logs):
     client.force_login(user)
-    response = client.get(reverse("chat:usage"), HTTP_X_REQUEST_ID="edge-7f3a.1")
+    response = client.get(reverse("usage:usage"), HTTP_X_REQUEST_ID="edge-7f3a.1")
 
     assert response["X-Request-ID"] == "edge-7f3a.1"
     (line,) = request_lines(logs)
@@ -45,7 +45,7 @@ def test_a_sane_incoming_request_id_is_honoured_echoed_and_logged_with_status_an
 @pytest.mark.parametrize("incoming", [None, "has spaces", "x" * 65, "new\nline"])
 def test_a_missing_or_insane_request_id_is_replaced_by_a_generated_one(client, logs, incoming):
     headers = {} if incoming is None else {"HTTP_X_REQUEST_ID": incoming}
-    response = client.get(reverse("chat:usage"), **headers)  # a redirect to sign in: logged too
+    response = client.get(reverse("usage:usage"), **headers)  # a redirect to sign in: logged too
 
     generated = response["X-Request-ID"]
     assert len(generated) == 32 and generated != incoming

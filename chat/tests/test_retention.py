@@ -10,17 +10,17 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from accounts.models import UsageRecord
 from agents_app.models import SpanRecord, TraceRecord
 from chat.models import Message, Run
-from chat.services import usage_record_store
 from chat.tests.factories import (
     ConversationFactory,
     ReplyFactory,
     RunFactory,
     SpanRecordFactory,
     TraceRecordFactory,
+    ledger_row,
 )
+from usage.models import UsageRecord
 
 pytestmark = pytest.mark.django_db
 
@@ -35,7 +35,7 @@ def run_finished(conversation, *, days_ago: float, status=Run.Status.COMPLETED) 
     when = timezone.now() - timedelta(days=days_ago)
     run = RunFactory(conversation=conversation, status=status, finished_at=when)
     Run.objects.filter(pk=run.pk).update(created_at=when)
-    usage_record_store(run=run, reply=ReplyFactory(conversation=conversation, run=run))
+    ledger_row(run=run, reply=ReplyFactory(conversation=conversation, run=run))
     return run
 
 

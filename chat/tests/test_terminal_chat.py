@@ -58,7 +58,7 @@ def test_reply_streams_with_tool_calls_results_and_handoffs_on_their_own_lines(u
     assert "  ← lookup: Two notes about secret-topic." in lines
     assert "  ⇢ handed off to Specialist" in lines
     assert "Specialist: All done." in lines
-    assert "  [147 tokens · $0.0000840 · gpt-4.1-mini]" in lines or any(l.startswith("  [147 tokens · $0.000084") for l in lines)
+    assert "  [147 tokens · $0.0000840 · gpt-4.1-mini]" in lines or any(line.startswith("  [147 tokens · $0.000084") for line in lines)
     reply = Message.objects.get(conversation=conversation, role="assistant")
     assert reply.content == "All done." and reply.agent_name == "Specialist"
     assert Run.objects.get(conversation=conversation).request_id.startswith("cli-")

@@ -1,6 +1,7 @@
 // Chat page client: one socket per page, streamed replies, reconnects with back-off and
 // resumes from the last event it saw. Model output is inserted as text; only the server's
-// sanitised HTML (message.completed) is ever inserted as HTML.
+// sanitised HTML (message.completed) and its own escaped fragments (sidebar pages, search
+// results) are ever inserted as HTML.
 (function () {
   "use strict";
 
@@ -16,7 +17,11 @@
   const stopButton = $("stop");
   const noticeEl = $("notice");
   const connectionEl = $("connection");
+  const announcer = $("announcer");
+  const jumpButton = $("jump-latest");
   const template = document.getElementById("message-template");
+  const layout = document.querySelector('[data-role="layout"]');
+  const sidebar = document.querySelector('[data-role="sidebar"]');
 
   const state = {
     socket: null,
@@ -26,6 +31,8 @@
     busy: Boolean(root.dataset.activeRun),
     pendingRequest: null,
     replies: new Map(), // message id -> {el, text}
+    pinned: true, // follow new text to the bottom until the user scrolls up
+    spoken: "", // the part of the current reply already handed to the screen-reader announcer
   };
 
   // --- connection ---------------------------------------------------------------
@@ -97,8 +104,10 @@
       });
     },
     "message.created": (e) => {
-      if (e.request_id && e.request_id === state.pendingRequest) {
+      const own = e.request_id && e.request_id === state.pendingRequest;
+      if (own) {
         textarea.value = "";
+        fitComposer();
         state.pendingRequest = null;
       }
       if (!document.querySelector(`[data-message="${e.message}"]`)) {
@@ -106,13 +115,14 @@
         $("body", el).textContent = e.content;
         append(el);
       }
+      if (own) scrollDown(); // the user's own question: show it and follow the answer
+      markRunning(true);
       // The server titles a conversation after its first message.
       const title = root.querySelector(".chat-head h1");
       if (title && title.dataset.untitled !== undefined) {
         const line = e.content.split(/\s+/).join(" ").trim();
-        title.textContent = line.length <= 60 ? line : `${line.slice(0, 59)}…`;
         delete title.dataset.untitled;
-        document.title = `${title.textContent} · Agents Chat`;
+        setTitle(conversation, line.length <= 60 ? line : `${line.slice(0, 59)}…`);
       }
     },
     "run.started": (e) => {
@@ -120,7 +130,10 @@
       hideNotice();
       const reply = replyFor(e.message, e.agent);
       reply.text = "";
+      reply.node = null;
+      state.spoken = "";
       $("body", reply.el).textContent = "";
+      reply.el.setAttribute("aria-busy", "true");
       $("activity", reply.el).replaceChildren();
       $("card", reply.el).hidden = true;
       $("error", reply.el).hidden = true;
@@ -132,12 +145,20 @@
       const reply = state.current;
       if (!reply) return;
       reply.text += e.delta;
-      $("body", reply.el).textContent = reply.text;
-      scrollDown();
+      // One text node that grows: cheaper than replacing the text, and it is still only text.
+      const body = $("body", reply.el);
+      if (!reply.node || reply.node.parentNode !== body) {
+        body.textContent = reply.text;
+        reply.node = body.firstChild;
+      } else {
+        reply.node.appendData(e.delta);
+      }
+      announce(reply.text, false);
+      follow();
     },
     "tool.called": (e) => {
       if (state.current) $("activity", state.current.el).append(toolEntry(e));
-      scrollDown();
+      follow();
     },
     "tool.output": (e) => {
       const entry = state.current && state.current.el.querySelector(`[data-call="${CSS.escape(e.call_id)}"]`);
@@ -151,16 +172,30 @@
         state.current.el.querySelector(".who").textContent = e.agent;
       }
       const agentEl = $("agent");
-      if (agentEl) agentEl.textContent = e.agent;
+      if (agentEl) {
+        agentEl.textContent = e.agent;
+        agentEl.closest(".current-agent").hidden = false;
+      }
     },
-    "guardrail.tripped": (e) => showNotice(`Blocked by the ${e.guardrail} check: ${e.message}`, "warning"),
+    "guardrail.tripped": (e) => {
+      // Whatever streamed of a blocked reply is withdrawn at once; the block message replaces it.
+      const reply = state.current;
+      if (reply) {
+        reply.text = e.message;
+        reply.node = null;
+        $("body", reply.el).textContent = e.message;
+      }
+      showNotice(`Blocked by the ${e.guardrail} check: ${e.message}`, "warning");
+    },
     "run.progress": (e) => showNotice(progressText(e), "info"),
     "approval.requested": (e) => askApproval(e),
     "run.paused": () => {
+      markRunning(true, "awaiting_approval");
       if (state.current) setStatus(state.current.el, "awaiting_approval");
       showNotice("Waiting for your approval of a tool call.", "warning");
     },
     "approval.decided": (e) => {
+      markRunning(true);
       settleApproval(e.call_id, e.approved ? "approved" : "rejected");
       if (state.current && !document.querySelector(".approval")) setStatus(state.current.el, "streaming");
     },
@@ -169,13 +204,17 @@
       const reply = replyFor(e.message, e.agent);
       // Server-rendered Markdown, sanitised on the server: safe to insert as HTML.
       $("body", reply.el).innerHTML = e.html;
+      reply.node = null;
+      if (reply === state.current) announce(e.content || reply.text, true);
+      reply.el.removeAttribute("aria-busy");
+      enhanceReply(reply.el);
       reply.el.querySelector(".who").textContent = e.agent || "Assistant";
       $("activity", reply.el).replaceChildren(...(e.activity || []).map((a) => (a.kind === "handoff" ? handoffNote(a.agent) : toolEntry(a))));
       const card = $("card", reply.el);
       card.innerHTML = e.card || "";
       card.hidden = !e.card;
       setStatus(reply.el, e.status);
-      scrollDown();
+      follow();
     },
     usage: (e) => {
       const el = document.querySelector(`[data-message="${e.message}"] [data-role="usage"]`);
@@ -187,6 +226,8 @@
     },
     "run.finished": (e) => {
       setBusy(false);
+      setJump(false);
+      markRunning(false);
       document.querySelectorAll(".approval").forEach((el) => el.remove());
       if (e.status === "failed" && e.error) showNotice(e.error, "error");
       else if (e.status === "cancelled") showNotice("Stopped.", "info");
@@ -200,7 +241,26 @@
     pong: () => {},
   };
 
+  // Events about any of the user's conversations, heard by every tab of the user (the group
+  // `user.<id>`): they update the sidebar, and this page when they are about its conversation.
+  const everyTab = {
+    "conversation.renamed": (e) => {
+      setTitle(e.conversation, e.title);
+      const heading = root.querySelector(".chat-head h1");
+      if (e.conversation === conversation && heading) delete heading.dataset.untitled;
+    },
+    "conversation.activity": (e) => showActivity(e),
+    "feedback.updated": (e) => {
+      const form = document.querySelector(`[data-message="${CSS.escape(e.message)}"] form[data-role="feedback"]`);
+      if (form) setFeedback(form, e.rating === "none" ? "" : e.rating, e.comment);
+    },
+  };
+
   function handle(event) {
+    if (everyTab[event.type]) {
+      everyTab[event.type](event);
+      return;
+    }
     if (event.conversation && event.conversation !== conversation) return;
     if (event.run && event.seq) {
       if (event.run === state.run && event.seq <= state.seq) return;
@@ -219,12 +279,20 @@
     el.classList.add(`msg-${role}`);
     el.dataset.message = id;
     el.querySelector(".who").textContent = who;
+    el.id = `m-${id}`;
     if (role === "user") {
       $("status", el).remove();
       $("activity", el).remove();
       $("card", el).remove();
       $("usage", el).remove();
+      $("actions", el).remove();
       $("body", el).classList.remove("markdown");
+    } else {
+      const form = $("feedback", el);
+      form.action = root.dataset.feedbackUrl.replace("00000000-0000-0000-0000-000000000000", id);
+      const comment = form.querySelector("textarea");
+      comment.id = `comment-${id}`;
+      form.querySelector(`label[for="comment-new"]`).htmlFor = comment.id;
     }
     return el;
   }
@@ -246,7 +314,7 @@
     const empty = $("empty");
     if (empty) empty.remove();
     messagesEl.append(el);
-    scrollDown();
+    follow();
   }
 
   function toolEntry(call) {
@@ -265,6 +333,7 @@
     summary.append(name, " ", args, " ", status);
     const output = document.createElement("pre");
     output.className = "tool-output";
+    output.tabIndex = 0;
     output.textContent = call.output || "";
     details.append(summary, output);
     setToolStatus(details, call.status || "running");
@@ -314,12 +383,13 @@
     const decide = (ok) => {
       approve.disabled = reject.disabled = true;
       send({ type: "approval.decide", conversation, call_id: a.call_id, approve: ok, reason: reason.value });
+      textarea.focus();
     };
     approve.addEventListener("click", () => decide(true));
     reject.addEventListener("click", () => decide(false));
     box.append(reason, approve, reject);
     entry.append(box);
-    scrollDown();
+    follow();
   }
 
   function settleApproval(callId, status) {
@@ -379,6 +449,81 @@
     refreshTurnActions();
   }
 
+  // This conversation's entry in the sidebar: to the top while it runs, with a "running" mark.
+  function markRunning(running, status = "running") {
+    const item = sidebarItem(conversation);
+    if (item && (running || item.hasAttribute("data-running"))) markItem(item, running, status);
+  }
+
+  const sidebarItem = (id) => document.querySelector(`[data-role="sidebar-list"] li.conv[data-conversation="${CSS.escape(id)}"]`);
+
+  // A conversation with new activity goes to the top; while a run holds it, it is marked
+  // "running" (or "needs approval" while a tool call waits for the user).
+  function markItem(item, running, status) {
+    const list = item.parentElement;
+    if (list.firstElementChild !== item) list.prepend(item);
+    item.toggleAttribute("data-running", running);
+    item.toggleAttribute("data-waiting", running && status === "awaiting_approval");
+    const mark = item.querySelector('[data-role="running"]');
+    if (!mark) return;
+    mark.hidden = !running;
+    mark.textContent = status === "awaiting_approval" ? " · needs approval" : " · running";
+  }
+
+  // Activity in another tab, or through the API: a conversation this sidebar does not list
+  // yet (new, or further down than loaded) is fetched as the server renders it. Only the
+  // latest event of each conversation counts, in whatever order the fetches finish.
+  const latestActivity = new Map();
+  const fetchingItems = new Map();
+  async function showActivity(e) {
+    latestActivity.set(e.conversation, e);
+    let item = sidebarItem(e.conversation);
+    if (!item) {
+      if (!fetchingItems.has(e.conversation)) fetchingItems.set(e.conversation, fetchSidebarItem(e.conversation));
+      const fetched = await fetchingItems.get(e.conversation);
+      fetchingItems.delete(e.conversation);
+      item = sidebarItem(e.conversation) || (fetched && insertSidebarItem(fetched));
+      if (!item) return;
+    }
+    const latest = latestActivity.get(e.conversation);
+    markItem(item, latest.running, latest.status);
+    const title = item.querySelector(".conv-title");
+    if (latest.title && title && title.textContent !== latest.title) setTitle(latest.conversation, latest.title);
+  }
+
+  async function fetchSidebarItem(id) {
+    const list = document.querySelector('[data-role="sidebar-list"]');
+    const url = `${list.dataset.itemUrl}?${new URLSearchParams({ conversation: id, current: conversation })}`;
+    try {
+      const response = await fetch(url, { credentials: "same-origin" });
+      if (!response.ok) return null;
+      return fragment(await response.text()).querySelector("li.conv");
+    } catch (err) {
+      return null; // offline: the list catches up on the next reload
+    }
+  }
+
+  function insertSidebarItem(item) {
+    const list = document.querySelector('[data-role="sidebar-list"]');
+    const empty = list.querySelector(".conv-empty");
+    if (empty) empty.remove();
+    list.prepend(item);
+    return item;
+  }
+
+  function setTitle(id, title) {
+    document.querySelectorAll(`[data-title-for="${CSS.escape(id)}"]`).forEach((el) => {
+      el.textContent = title;
+    });
+    document.querySelectorAll(`form[data-role="rename"][data-conversation="${CSS.escape(id)}"] input[name="title"]`).forEach((input) => {
+      if (input !== document.activeElement) input.value = title; // never under the user's typing
+    });
+    document.querySelectorAll(`li.conv[data-conversation="${CSS.escape(id)}"] .item-menu > summary`).forEach((summary) => {
+      summary.setAttribute("aria-label", `Actions for “${title}”`);
+    });
+    if (id === conversation) document.title = `${title} · Agents Chat`;
+  }
+
   function showNotice(text, kind) {
     noticeEl.textContent = text;
     noticeEl.dataset.kind = kind;
@@ -402,8 +547,47 @@
     if (!state.busy && document.querySelector('[data-status="streaming"]')) location.reload();
   }
 
+  // --- scrolling: follow the stream unless the user scrolled up to read ------------------
   function scrollDown() {
     messagesEl.scrollTop = messagesEl.scrollHeight;
+    state.pinned = true;
+    setJump(false);
+  }
+
+  function follow() {
+    if (state.pinned) scrollDown();
+    else setJump(true);
+  }
+
+  function setJump(show) {
+    jumpButton.hidden = !show;
+  }
+
+  messagesEl.addEventListener("scroll", () => {
+    const fromBottom = messagesEl.scrollHeight - messagesEl.scrollTop - messagesEl.clientHeight;
+    state.pinned = fromBottom < 40;
+    if (state.pinned) setJump(false);
+  }, { passive: true });
+  jumpButton.addEventListener("click", () => {
+    scrollDown();
+    textarea.focus();
+  });
+
+  // --- screen readers: announce new sentences of a streaming reply, never the whole text ---
+  function announce(text, final) {
+    if (!text.startsWith(state.spoken)) state.spoken = ""; // a different reply began
+    const fresh = text.slice(state.spoken.length);
+    // Whole sentences (or lines) while streaming; whatever is left when the reply ends.
+    const cut = final ? fresh.length : Math.max(fresh.lastIndexOf(". "), fresh.lastIndexOf("\n"), fresh.lastIndexOf("? "), fresh.lastIndexOf("! ")) + 1;
+    if (cut <= 0) return;
+    const piece = fresh.slice(0, cut).trim();
+    state.spoken += fresh.slice(0, cut);
+    if (!piece) return;
+    const line = document.createElement("p");
+    line.textContent = piece;
+    announcer.append(line);
+    // Only additions are announced; old lines can go without being read again.
+    while (announcer.childElementCount > 20) announcer.firstElementChild.remove();
   }
 
   // The conversation's totals in the footer add each reply as it is stored.
@@ -457,9 +641,306 @@
       composer.requestSubmit();
     }
   });
-  stopButton.addEventListener("click", () => send({ type: "run.cancel", conversation }));
+  // The composer grows with its text (up to 40% of the window; CSS caps it), then scrolls.
+  function fitComposer() {
+    textarea.style.height = "auto";
+    textarea.style.height = `${textarea.scrollHeight + 2}px`;
+  }
+  textarea.addEventListener("input", fitComposer);
 
+  function stop() {
+    send({ type: "run.cancel", conversation });
+    textarea.focus();
+  }
+  stopButton.addEventListener("click", stop);
+
+  // Esc stops a streaming reply (unless it closes a menu or the sidebar first).
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "Escape" || event.defaultPrevented) return;
+    if (closeDrawer()) return;
+    if (state.busy) {
+      event.preventDefault();
+      stop();
+    }
+  });
+
+  // --- copy buttons: every code block and every reply -------------------------------------
+  async function copyText(text, button) {
+    try {
+      await navigator.clipboard.writeText(text);
+    } catch (err) {
+      // No clipboard API (plain http on another host): copy through a selected textarea.
+      const scratch = document.createElement("textarea");
+      scratch.value = text;
+      scratch.setAttribute("readonly", "");
+      scratch.className = "visually-hidden";
+      document.body.append(scratch);
+      scratch.select();
+      document.execCommand("copy");
+      scratch.remove();
+    }
+    button.dataset.copied = "";
+    const label = button.getAttribute("aria-label");
+    button.setAttribute("aria-label", "Copied");
+    announcer.append(Object.assign(document.createElement("p"), { textContent: "Copied to the clipboard." }));
+    setTimeout(() => {
+      delete button.dataset.copied;
+      button.setAttribute("aria-label", label);
+    }, 1500);
+  }
+
+  function copyButton(label, getText) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "icon-button copy";
+    button.setAttribute("aria-label", label);
+    const icon = document.querySelector('[data-role="copy-reply"] svg');
+    if (icon) button.append(icon.cloneNode(true));
+    button.addEventListener("click", () => copyText(getText(), button));
+    return button;
+  }
+
+  function enhanceReply(el) {
+    const body = $("body", el);
+    body.querySelectorAll("pre").forEach((pre) => {
+      if (pre.parentElement.classList.contains("code-block")) return;
+      const code = pre.querySelector("code");
+      const language = code && [...code.classList].find((c) => c.startsWith("language-"));
+      const box = document.createElement("div");
+      box.className = "code-block";
+      const head = document.createElement("div");
+      head.className = "code-head";
+      const name = document.createElement("span");
+      name.className = "code-lang";
+      name.textContent = language ? language.slice("language-".length) : "code";
+      head.append(name, copyButton(`Copy ${name.textContent} code`, () => pre.textContent));
+      pre.replaceWith(box);
+      box.append(head, pre);
+    });
+    // Long code lines and wide tables scroll sideways: keyboard users must reach them too.
+    body.querySelectorAll("pre, table").forEach((el) => {
+      el.tabIndex = 0;
+    });
+    const copy = $("copy-reply", el);
+    if (copy && !copy.dataset.ready) {
+      copy.dataset.ready = "";
+      copy.hidden = false;
+      copy.addEventListener("click", () => copyText(body.innerText.trim(), copy));
+    }
+  }
+
+  // --- feedback on a reply: thumbs and a comment, saved with fetch (a plain post without JS) ---
+  messagesEl.addEventListener("submit", async (event) => {
+    const form = event.target.closest('form[data-role="feedback"]');
+    if (!form) return;
+    event.preventDefault();
+    const data = new FormData(form);
+    if (event.submitter && event.submitter.name) data.set(event.submitter.name, event.submitter.value);
+    const status = $("feedback-status", form);
+    try {
+      const result = await postForm(form, data);
+      setFeedback(form, result.rating, result.comment);
+      status.textContent = result.rating ? (data.get("comment") ? "Thanks, comment saved." : "Thanks for your feedback.") : "Feedback removed.";
+      if (result.rating && event.submitter && event.submitter.dataset.thumb) {
+        form.querySelector(".feedback-comment").open = true;
+      }
+    } catch (err) {
+      status.textContent = err.message;
+    }
+  });
+
+  function setFeedback(form, rating, comment) {
+    form.dataset.rating = rating;
+    form.querySelectorAll("[data-thumb]").forEach((thumb) => {
+      const chosen = thumb.dataset.thumb === rating;
+      thumb.setAttribute("aria-pressed", String(chosen));
+      thumb.value = chosen ? "" : thumb.dataset.thumb; // pressing it again takes it back
+    });
+    $("send-comment", form).value = rating;
+    form.querySelector("textarea").value = comment;
+    form.querySelector(".feedback-comment summary").textContent = comment ? "Edit comment" : "Add a comment";
+  }
+
+  async function postForm(form, data) {
+    const response = await fetch(form.action, {
+      method: "POST",
+      body: data,
+      headers: { Accept: "application/json", "X-CSRFToken": data.get("csrfmiddlewaretoken") },
+      credentials: "same-origin",
+    });
+    let result = {};
+    try {
+      result = await response.json();
+    } catch (err) {
+      throw new Error("The server did not answer; try again.");
+    }
+    if (!response.ok) throw new Error(result.error || "Something went wrong; try again.");
+    return result;
+  }
+
+  // --- rename a conversation (header menu or sidebar), saved with fetch ---------------------
+  document.addEventListener("submit", async (event) => {
+    const form = event.target.closest('form[data-role="rename"]');
+    if (!form) return;
+    event.preventDefault();
+    const error = $("rename-error", form);
+    error.hidden = true;
+    try {
+      const result = await postForm(form, new FormData(form));
+      setTitle(result.conversation, result.title);
+      const menu = form.closest("details");
+      if (menu) {
+        menu.open = false;
+        menu.querySelector("summary").focus();
+      }
+    } catch (err) {
+      error.textContent = err.message;
+      error.hidden = false;
+    }
+  });
+
+  // --- sidebar: collapsible on a desktop, a drawer on a phone ------------------------------
+  const sidebarToggle = $("sidebar-toggle");
+  const sidebarClose = document.querySelector('[data-role="sidebar-close"]');
+  const backdrop = document.querySelector('[data-role="sidebar-backdrop"]');
+  const narrow = window.matchMedia("(max-width: 860px)");
+
+  function sidebarOpen() {
+    return narrow.matches ? layout.classList.contains("drawer-open") : !layout.classList.contains("sidebar-collapsed");
+  }
+
+  function setSidebar(open, { focus = false } = {}) {
+    if (narrow.matches) {
+      layout.classList.toggle("drawer-open", open);
+      backdrop.hidden = !open;
+      if (open && focus) sidebar.querySelector("input, button, a").focus();
+    } else {
+      layout.classList.toggle("sidebar-collapsed", !open);
+      try {
+        localStorage.setItem("sidebar", open ? "open" : "collapsed");
+      } catch (err) {
+        /* private mode: the choice just is not remembered */
+      }
+    }
+    sidebarToggle.setAttribute("aria-expanded", String(sidebarOpen()));
+  }
+
+  function closeDrawer() {
+    if (!narrow.matches || !layout.classList.contains("drawer-open")) return false;
+    setSidebar(false);
+    sidebarToggle.focus();
+    return true;
+  }
+
+  sidebarToggle.hidden = false;
+  sidebarClose.hidden = false;
+  layout.classList.add("js");
+  try {
+    if (localStorage.getItem("sidebar") === "collapsed") layout.classList.add("sidebar-collapsed");
+  } catch (err) {
+    /* no storage: the sidebar starts open */
+  }
+  sidebarToggle.setAttribute("aria-expanded", String(sidebarOpen()));
+  sidebarToggle.addEventListener("click", () => setSidebar(!sidebarOpen(), { focus: true }));
+  sidebarClose.addEventListener("click", () => {
+    if (narrow.matches) closeDrawer();
+    else setSidebar(false);
+  });
+  backdrop.addEventListener("click", closeDrawer);
+  narrow.addEventListener("change", () => {
+    layout.classList.remove("drawer-open");
+    backdrop.hidden = true;
+    sidebarToggle.setAttribute("aria-expanded", String(sidebarOpen()));
+  });
+
+  // --- sidebar: "Load more" fetches the next page as an HTML fragment ------------------------
+  const sidebarList = document.querySelector('[data-role="sidebar-list"]');
+  function fragment(html) {
+    const holder = document.createElement("template");
+    holder.innerHTML = html; // our own server-rendered, escaped template
+    return holder.content;
+  }
+  sidebarList.addEventListener("click", async (event) => {
+    const link = event.target.closest('[data-role="load-more"]');
+    if (!link) return;
+    event.preventDefault();
+    link.textContent = "Loading…";
+    try {
+      const response = await fetch(link.dataset.url, { credentials: "same-origin" });
+      if (!response.ok) throw new Error(await response.text());
+      const item = link.closest("li");
+      const next = fragment(await response.text());
+      const first = next.querySelector("a");
+      item.replaceWith(next);
+      if (first) first.focus();
+    } catch (err) {
+      link.textContent = "Could not load more; try again";
+    }
+  });
+
+  // --- sidebar: search titles and messages as the user types --------------------------------
+  const searchForm = document.querySelector('[data-role="search"]');
+  const searchInput = searchForm.querySelector("input");
+  const results = document.querySelector('[data-role="search-results"]');
+  const sidebarNav = document.querySelector('[data-role="sidebar-nav"]');
+  let searchTimer = null;
+  let searchSeq = 0;
+  async function runSearch() {
+    const query = searchInput.value.trim();
+    const seq = ++searchSeq;
+    if (!query) {
+      results.hidden = true;
+      results.replaceChildren();
+      sidebarNav.hidden = false;
+      return;
+    }
+    const url = `${searchForm.action}?${new URLSearchParams({ q: query, fragment: "1" })}`;
+    try {
+      const response = await fetch(url, { credentials: "same-origin" });
+      const html = await response.text();
+      if (seq !== searchSeq) return; // an older answer arriving late
+      results.replaceChildren(fragment(html));
+      results.hidden = false;
+      sidebarNav.hidden = true;
+    } catch (err) {
+      /* offline: keep the list as it is */
+    }
+  }
+  searchInput.addEventListener("input", () => {
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(runSearch, 250);
+  });
+  searchForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    clearTimeout(searchTimer);
+    runSearch();
+  });
+  searchInput.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && searchInput.value) {
+      event.preventDefault();
+      searchInput.value = "";
+      runSearch();
+    }
+  });
+
+  // --- start ------------------------------------------------------------------------------
+  messagesEl.querySelectorAll("article.msg-assistant").forEach(enhanceReply);
   setBusy(state.busy);
   connect();
-  scrollDown();
+  // A link to one message (from search) shows that message; otherwise the latest.
+  function showLinkedMessage() {
+    const target = location.hash.startsWith("#m-") && document.getElementById(location.hash.slice(1));
+    if (!target) return false;
+    document.querySelectorAll("article.msg.highlighted").forEach((el) => el.classList.remove("highlighted"));
+    target.scrollIntoView({ block: "center" });
+    target.classList.add("highlighted");
+    state.pinned = false;
+    return true;
+  }
+  window.addEventListener("hashchange", () => {
+    if (showLinkedMessage()) closeDrawer();
+  });
+  if (!showLinkedMessage()) scrollDown();
+  // Keyboard users start typing at once; on touch screens that would pop up the keyboard.
+  if (!window.matchMedia("(pointer: coarse)").matches) textarea.focus({ preventScroll: true });
 })();

@@ -17,6 +17,7 @@ from typing import Any
 from agents import (
     Agent,
     FunctionToolResult,
+    ModelSettings,
     RunContextWrapper,
     ToolsToFinalOutputResult,
 )
@@ -61,6 +62,8 @@ agent = Agent[ChatContext](
         "no follow-up questions."
     ),
     tools=[research],
+    # Every request is a research: the first step is always the tool (the SDK resets this after it).
+    model_settings=ModelSettings(tool_choice="required"),
     tool_use_behavior=stop_on_report,
     output_type=ReportData,
     input_guardrails=INPUT_GUARDRAILS,

@@ -15,6 +15,7 @@ from django.conf import settings
 from agents_app import progress, providers
 from agents_app.context import ChatContext
 from agents_app.knowledge import search_articles
+from agents_app.model_guards import unguarded
 from agents_app.tooling import run_nested
 
 from .planner import WebSearchItem, WebSearchPlan, planner_agent
@@ -33,7 +34,7 @@ def web_search_available() -> bool:
     try:
         if providers.provider_name() != "openai":
             return False
-        return isinstance(providers.model_for_run().model, OpenAIResponsesModel)
+        return isinstance(unguarded(providers.model_for_run().model), OpenAIResponsesModel)
     except providers.ProviderNotConfigured:
         return False
 

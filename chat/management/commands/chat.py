@@ -4,9 +4,10 @@ same wire events as the web socket.
     python manage.py chat --user demo@example.com --agent assistant
     python manage.py chat --user demo@example.com --conversation 3f1c…   # continue one
 
-The command subscribes to the conversation's channel-layer group (like a browser tab would),
-starts each run with `chat.runs.start_run` and renders the events it hears: text streams as
-it comes, tool calls, tool results and handoffs get their own lines, usage ends the reply.
+The command follows the conversation with `chat.follow.RunFollower` (like the SSE transport:
+replayed, deduplicated and in order), starts each run with `chat.runs.start_run` and renders
+the events: text streams as it comes, tool calls, tool results and handoffs get their own
+lines, usage ends the reply.
 The reply is stored like any other, so the conversation continues on the web page.
 
 Ctrl+C during a reply stops the run (`chat.runs.stop_run`); a second Ctrl+C, Ctrl+C at the
@@ -17,6 +18,7 @@ prompt, or end of input (Ctrl+D) exits. Lines are read from stdin, so it can be 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import sys
@@ -24,18 +26,18 @@ import threading
 import uuid
 from typing import Any, TextIO
 
-from channels.layers import get_channel_layer
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.selectors import user_for_command
 from agents_app import providers
 from agents_app.registry import UnknownAgent, get_spec
-from chat import quotas, runs, services
+from chat import runs, selectors, services
+from chat.follow import RunFollower
 from chat.models import Conversation
-from chat.usage import format_cost
+from config.errors import AppError
+from usage.formatting import format_cost
 
 TOOL_OUTPUT_CHARS = 500
-END_OF_REPLY = ("run.finished", "run.paused")
 
 
 class Command(BaseCommand):
@@ -51,10 +53,10 @@ class Command(BaseCommand):
     def handle(self, *args, user, agent, conversation, **options):
         owner = user_for_command(user)
         try:
-            providers.provider_name()
-        except providers.ProviderNotConfigured as exc:
-            raise CommandError(str(exc)) from None
-        chat = self._conversation(owner, agent_key=agent, public_id=conversation)
+            providers.require_provider()
+            chat = self._conversation(owner, agent_key=agent, public_id=conversation)
+        except AppError as exc:
+            raise CommandError(exc.message) from None
         stdin = options.get("stdin") or sys.stdin
         try:
             title = get_spec(chat.agent_key).title
@@ -74,16 +76,14 @@ class Command(BaseCommand):
             except ValueError:
                 raise CommandError(f"{public_id!r} is not a conversation id.") from None
             # Only the user's own conversations, like everywhere else.
-            found = Conversation.objects.for_user(owner).filter(public_id=key).first()
-            if found is None:
-                raise CommandError(f"{owner} has no conversation {public_id}.")
+            try:
+                found = selectors.conversation_for(owner, key)
+            except AppError:
+                raise CommandError(f"{owner} has no conversation {public_id}.") from None
             if agent_key and agent_key != found.agent_key:
                 raise CommandError(f"Conversation {public_id} is with {found.agent_key!r}, not {agent_key!r}.")
             return found
-        try:
-            return services.conversation_create(owner=owner, agent_key=agent_key or "assistant")
-        except UnknownAgent:
-            raise CommandError(f"There is no agent {agent_key!r}.") from None
+        return services.conversation_create(owner=owner, agent_key=agent_key or "assistant")
 
 
 class TerminalChat:
@@ -110,9 +110,8 @@ class TerminalChat:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         self._start_reader(loop)
-        layer = get_channel_layer()
-        self.channel = await layer.new_channel("terminal-chat.")
-        await layer.group_add(self.conversation.group_name, self.channel)
+        self.follower = RunFollower(self.conversation.group_name)
+        await self.follower.subscribe()
         handles_signals = threading.current_thread() is threading.main_thread()
         if handles_signals:
             loop.add_signal_handler(signal.SIGINT, self._interrupt)
@@ -132,7 +131,7 @@ class TerminalChat:
             if handles_signals:
                 loop.remove_signal_handler(signal.SIGINT)
             await self._settle()
-            await layer.group_discard(self.conversation.group_name, self.channel)
+            await self.follower.close()
 
     def _start_reader(self, loop: asyncio.AbstractEventLoop) -> None:
         # A daemon thread: a blocking readline must never keep the process from exiting.
@@ -150,10 +149,7 @@ class TerminalChat:
             started = await runs.start_run(
                 user=self.user, conversation=self.conversation, content=content, request_id=f"cli-{uuid.uuid4().hex[:12]}"
             )
-        except quotas.QuotaExceeded as exc:
-            self.write(f"! {exc.message}\n")
-            return
-        except services.ConversationBusy as exc:
+        except AppError as exc:
             self.write(f"! {exc.message}\n")
             return
         self.replying, self.stop_sent = str(started.run.public_id), False
@@ -170,22 +166,16 @@ class TerminalChat:
                 self.replying = None  # when exiting, _settle still needs it
 
     async def _follow(self, run_id: str) -> None:
-        """Render this run's events, as a socket would receive them, until it ends."""
-        layer = get_channel_layer()
-        while True:
-            message = await layer.receive(self.channel)
-            event = message.get("event") if message.get("type") == "chat.event" else None
-            if not event or event.get("run") != run_id:
-                continue
-            self.view.show(event)
-            if event["type"] in END_OF_REPLY:
-                return
+        """Render this run's events, in order, until it ends or pauses."""
+        async for event in self.follower.events(run_id):
+            if event is not None:
+                self.view.show(event)
 
     def _interrupt(self) -> None:
         if self.replying and not self.stop_sent:
             self.stop_sent = True
             self.write("\n^C stopping the reply… (Ctrl+C again to exit)\n")
-            asyncio.get_running_loop().create_task(runs.stop_run(conversation=self.conversation))
+            asyncio.get_running_loop().create_task(self._stop())
             return
         self.exiting = True
         self.write("\n^C\n")
@@ -194,12 +184,16 @@ class TerminalChat:
         else:
             self.lines.put_nowait(None)
 
+    async def _stop(self) -> None:
+        with contextlib.suppress(AppError):  # it ended meanwhile
+            await runs.stop_run(conversation=self.conversation)
+
     async def _settle(self) -> None:
         """Leave nothing half-done: a run this process still executes ends before we exit."""
         run_id = self.replying
         if run_id and runs.active_executor(run_id) is not None:
             if not self.stop_sent:
-                await runs.stop_run(conversation=self.conversation)
+                await self._stop()
             try:
                 await asyncio.wait_for(runs.wait_for_run(run_id), timeout=15)
             except TimeoutError:
@@ -210,7 +204,7 @@ class TerminalChat:
 
 
 class EventView:
-    """Renders wire events (the socket's `chat.event` payloads) as terminal lines."""
+    """Renders wire events (what the socket sends) as terminal lines."""
 
     def __init__(self, write) -> None:
         self.write = write

@@ -22,8 +22,8 @@ from django.utils import timezone
 
 from accounts.selectors import user_for_command
 from agents_app.models import AgentSession, SessionItem, SpanRecord, TraceRecord
-from chat.durations import parse_duration
 from chat.models import Conversation, Run
+from config.durations import parse_duration
 
 
 class Command(BaseCommand):

@@ -1,0 +1,161 @@
+"""Rate limits, with the `limits` library: counted in Redis when `REDIS_URL` is set (so every
+process shares them), in process memory otherwise. Each limit is a setting in `limits`'
+notation ("20/second", "100/hour"); an empty setting switches that limit off.
+
+Over a limit, callers raise `AppError("rate_limited", …, retry_after=…)`: the socket answers
+with an `error` (and stays open unless the client keeps flooding), HTTP with 429 and
+`Retry-After`. Sign-ups per IP are allauth's own limit (`ACCOUNT_RATE_LIMITS`, in settings).
+
+Concurrent sockets per user are not a rate: `SocketSlots` counts them in a Redis sorted set
+(or a dict), each entry refreshed while its socket lives, so a crashed process's sockets
+drop out after `SLOT_TTL_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import threading
+import time
+import uuid
+
+from django.conf import settings
+from limits import RateLimitItem, parse
+from limits.storage import MemoryStorage, storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+
+from config.errors import AppError
+
+SLOT_TTL_SECONDS = 90.0
+
+
+@functools.cache
+def _shared_limiter() -> MovingWindowRateLimiter:
+    """Limits that must hold across processes (per user, per token)."""
+    storage = storage_from_string(settings.REDIS_URL, key_prefix="agents-chat-limits") if settings.REDIS_URL else MemoryStorage()
+    return MovingWindowRateLimiter(storage)
+
+
+@functools.cache
+def _local_limiter() -> MovingWindowRateLimiter:
+    """Limits of something that lives in one process (a socket): never a network round trip."""
+    return MovingWindowRateLimiter(MemoryStorage())
+
+
+@functools.cache
+def _item(rate: str) -> RateLimitItem:
+    return parse(rate)
+
+
+def _hit(limiter: MovingWindowRateLimiter, rate: str, key: str) -> float | None:
+    """Count one; None when allowed, else the seconds until it would be."""
+    if not rate:
+        return None
+    item = _item(rate)
+    if limiter.hit(item, key):
+        return None
+    reset_at = limiter.get_window_stats(item, key).reset_time
+    return max(reset_at - time.time(), 0.0)
+
+
+def refuse_over(retry_after: float | None, what: str) -> None:
+    if retry_after is not None:
+        seconds = max(math.ceil(retry_after), 1)
+        raise AppError("rate_limited", f"Too many {what}; try again in {seconds} s.", retry_after=seconds)
+
+
+def check_conversation_create(*, user_id: int) -> None:
+    """New conversations per user (RATE_LIMIT_CONVERSATIONS)."""
+    refuse_over(_hit(_shared_limiter(), settings.RATE_LIMIT_CONVERSATIONS, f"conversations:{user_id}"), "new conversations")
+
+
+def check_api_request(*, token_id: int) -> None:
+    """HTTP API requests per token (RATE_LIMIT_API_REQUESTS)."""
+    refuse_over(_hit(_shared_limiter(), settings.RATE_LIMIT_API_REQUESTS, f"api:{token_id}"), "requests with this token")
+
+
+def check_frame(*, socket: str) -> None:
+    """Frames per socket (RATE_LIMIT_SOCKET_FRAMES)."""
+    refuse_over(_hit(_local_limiter(), settings.RATE_LIMIT_SOCKET_FRAMES, f"frames:{socket}"), "frames on this connection")
+
+
+def flooding(*, socket: str) -> bool:
+    """A socket that keeps sending after being told to slow down (RATE_LIMIT_SOCKET_REFUSALS
+    refused frames) is closed."""
+    return _hit(_local_limiter(), settings.RATE_LIMIT_SOCKET_REFUSALS, f"refused:{socket}") is not None
+
+
+class SocketSlots:
+    """How many sockets each user has open, across processes (RATE_LIMIT_SOCKETS_PER_USER)."""
+
+    def __init__(self) -> None:
+        self._memory: dict[int, dict[str, float]] = {}
+        self._lock = threading.Lock()
+
+    @functools.cached_property
+    def _redis(self):
+        import redis
+
+        return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5) if settings.REDIS_URL else None
+
+    @staticmethod
+    def _key(user_id: int) -> str:
+        return f"agents-chat-limits:sockets:{user_id}"
+
+    def take(self, *, user_id: int) -> str:
+        """A slot for a new socket of this user, or AppError("rate_limited")."""
+        limit = settings.RATE_LIMIT_SOCKETS_PER_USER
+        slot = uuid.uuid4().hex
+        if not limit:
+            return slot
+        now = time.time()
+        if self._redis is None:
+            with self._lock:
+                held = {s: at for s, at in self._memory.get(user_id, {}).items() if at > now}
+                taken = len(held) < limit
+                if taken:
+                    held[slot] = now + SLOT_TTL_SECONDS
+                self._memory[user_id] = held
+        else:
+            key = self._key(user_id)
+            pipe = self._redis.pipeline()
+            pipe.zremrangebyscore(key, "-inf", now)
+            pipe.zadd(key, {slot: now + SLOT_TTL_SECONDS})
+            pipe.zcard(key)
+            pipe.expire(key, int(SLOT_TTL_SECONDS) + 1)
+            count = pipe.execute()[2]
+            taken = count <= limit
+            if not taken:
+                self._redis.zrem(key, slot)
+        if not taken:
+            raise AppError("rate_limited", f"You have {limit} connections open already; close one first.", retry_after=10)
+        return slot
+
+    def refresh(self, *, user_id: int, slot: str) -> None:
+        if not settings.RATE_LIMIT_SOCKETS_PER_USER:
+            return
+        until = time.time() + SLOT_TTL_SECONDS
+        if self._redis is None:
+            with self._lock:
+                self._memory.setdefault(user_id, {})[slot] = until
+        else:
+            self._redis.zadd(self._key(user_id), {slot: until}, xx=True)
+
+    def give_back(self, *, user_id: int, slot: str) -> None:
+        if self._redis is None:
+            with self._lock:
+                self._memory.get(user_id, {}).pop(slot, None)
+        else:
+            self._redis.zrem(self._key(user_id), slot)
+
+
+socket_slots = SocketSlots()
+
+
+def reset() -> None:
+    """Forget every count (tests change the settings)."""
+    _shared_limiter.cache_clear()
+    _local_limiter.cache_clear()
+    _item.cache_clear()
+    socket_slots._memory.clear()
+    socket_slots.__dict__.pop("_redis", None)
