@@ -589,8 +589,12 @@ class RunExecutor:
         outcome.last_seq = self.stream.seq + len(wire.END_OF_RUN_EVENTS)
         reply = await sync_to_async(services.run_finish)(run=self.run, outcome=outcome)
         _observe(outcome)
+        status, error = outcome.status, outcome.error
+        if reply.status != services.MESSAGE_STATUS_FOR_RUN[status]:
+            # Another process declared this run dead meanwhile: followers hear what is stored.
+            status, error = Run.Status.INTERRUPTED, reply.error
         # Published only after the commit above: nobody hears of a reply that is not stored.
-        for event in wire.end_of_run(reply, status=outcome.status, error=outcome.error):
+        for event in wire.end_of_run(reply, status=status, error=error):
             await self.stream.publish(event)
         await self.stream.close()
         await activity.conversation_changed(self.conversation)  # the owner's other tabs: ended
