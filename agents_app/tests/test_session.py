@@ -14,6 +14,7 @@ from django.db import connection
 
 from agents_app.models import AgentSession, SessionItem
 from agents_app.session import DjangoSession
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -155,11 +156,19 @@ async def test_concurrent_pops_never_return_the_same_item():
     assert await DjangoSession("pop").get_items() == []
 
 
-async def test_cancelled_writer_leaves_the_batch_fully_written():
+async def test_cancelled_writer_leaves_the_batch_fully_written(monkeypatch):
     session = DjangoSession("cancel")
     batch = [user_item(f"item {i}") for i in range(3000)]
+    writing = threading.Event()
+    write = DjangoSession._add_payloads
+
+    def announced_write(self, payloads):
+        writing.set()
+        return write(self, payloads)
+
+    monkeypatch.setattr(DjangoSession, "_add_payloads", announced_write)
     task = asyncio.create_task(session.add_items(batch))
-    await asyncio.sleep(0.01)  # the write is under way in a worker thread
+    await eventually(writing.is_set, what="the write to be under way in its worker thread")
     task.cancel()
 
     with pytest.raises(asyncio.CancelledError):
