@@ -18,6 +18,7 @@ from agents_app.models import AgentSession
 from agents_app.registry import AgentSpec, UnknownAgent, available_specs, get_spec
 from agents_app.session import DjangoSession
 from agents_app.tooling import TOOL_FAILURE_PREFIX
+from chat import activity, wire
 from chat.models import Approval, Conversation, Message, Run
 from chat.transcript import preview
 from config import ratelimits
@@ -440,7 +441,9 @@ def expire_approvals(*, conversation: Conversation | None = None) -> int:
             error="The approval request expired before anyone answered it.",
             approval_status=Approval.Status.EXPIRED,
         )
-        ended += reply is not None
+        if reply is not None:
+            ended += 1
+            _tell_tabs_run_ended(run.conversation, status=Run.Status.CANCELLED)
     return ended
 
 
@@ -485,12 +488,22 @@ def _interrupt(run: Run) -> int:
             run.conversation.session_id, mark=run.history_mark, ending=history.ending_for("interrupted", partial)
         )
     log.warning("run %s interrupted: heartbeat stale since %s", run.public_id, run.heartbeat_at)
+    _tell_tabs_run_ended(run.conversation, status=Run.Status.INTERRUPTED)
     return 1
 
-def _settle_tools(activity: list[dict], outputs: dict[str, str]) -> None:
+
+def _tell_tabs_run_ended(conversation: Conversation, *, status: str) -> None:
+    """A run ended with no executor to say so (its process died, its approval expired): the
+    owner's other tabs stop showing the conversation as running, once this commits."""
+    activity.send_to_user_on_commit(
+        conversation.owner_id, wire.conversation_activity(conversation, status=status, running=False)
+    )
+
+
+def _settle_tools(entries: list[dict], outputs: dict[str, str]) -> None:
     """Tool entries of a reply whose run died: what the tool really returned (the SDK history
     has it), or failed when it never finished."""
-    for entry in activity:
+    for entry in entries:
         if entry.get("kind") != "tool" or entry.get("status") not in ("running", "awaiting_approval"):
             continue
         output = outputs.get(entry.get("call_id"))

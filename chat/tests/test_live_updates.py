@@ -5,18 +5,22 @@ database; the HTTP API with a real token. Also: rename, export and feedback over
 
 from __future__ import annotations
 
+import io
 import json
+from datetime import timedelta
 
 import pytest
 from agents.testing import assistant_message, function_call
 from asgiref.sync import sync_to_async
+from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from chat import export
-from chat.models import Conversation, Feedback, Message
+from chat.models import Conversation, Feedback, Message, Run
 from chat.tests.api_helpers import api_client, token_for
-from chat.tests.factories import MessageFactory, ReplyFactory, finished_reply
+from chat.tests.factories import MessageFactory, ReplyFactory, RunFactory, finished_reply
 from chat.tests.helpers import connect, extra_tools, of_type, receive_until, send_message
 from chat.tests.scripts import streamed
 from chat.tests.test_approvals import refund_order
@@ -176,6 +180,27 @@ async def test_a_new_conversation_is_titled_and_marked_waiting_while_a_tool_call
     assert paused["title"] == "Please refund order A-1"  # titled after its first message
     assert (paused["running"], paused["status"]) == (True, "awaiting_approval")
     assert (stopped["running"], stopped["status"]) == (False, "cancelled")
+
+
+@pytest.mark.parametrize(
+    ("held_as", "ends_as"),
+    [("running", "interrupted"), ("awaiting_approval", "cancelled")],
+    ids=["its-process-died", "its-approval-expired"],
+)
+async def test_a_run_ended_by_the_sweeper_clears_the_running_mark_in_open_tabs(user, conversation, held_as, ends_as):
+    long_ago = timezone.now() - timedelta(hours=1)
+    run = await sync_to_async(RunFactory)(
+        conversation=conversation, status=held_as, finished_at=None, heartbeat_at=long_ago, approval_expires_at=long_ago
+    )
+    await sync_to_async(ReplyFactory)(conversation=conversation, run=run, status=held_as, content="Partial")
+    watcher = await connect(user)
+    await sync_to_async(call_command)("recover_runs", stdout=io.StringIO())
+    ended = (await receive_until(watcher, "conversation.activity"))[-1]
+    await watcher.disconnect()
+
+    assert ended["conversation"] == str(conversation.public_id)
+    assert (ended["running"], ended["status"]) == (False, ends_as)
+    assert (await Run.objects.aget(pk=run.pk)).status == ends_as
 
 
 # --- feedback ---------------------------------------------------------------------------------
