@@ -81,17 +81,30 @@ def _model_settings(*, include_usage: bool = False, timeout: float | None = None
     return ModelSettings(include_usage=include_usage or None, retry=retry_settings(), timeout=timeout)
 
 
+def openai_client():
+    """The client of the `openai` provider: the SDK's own `AsyncOpenAI` on its shared HTTP
+    client, or (the default, `AGENTS_OPENAI_FAST_EVENTS`) the same client building streamed
+    Responses events without per-event union validation (`agents_app.openai_client`)."""
+    from agents.models.openai_provider import shared_http_client
+    from openai import AsyncOpenAI
+
+    from agents_app.openai_client import StreamingOpenAI
+
+    client_class = StreamingOpenAI if settings.AGENTS_OPENAI_FAST_EVENTS else AsyncOpenAI
+    return client_class(
+        api_key=settings.OPENAI_API_KEY or "not-needed",
+        base_url=settings.OPENAI_BASE_URL or None,
+        http_client=shared_http_client(),
+    )
+
+
 @functools.cache
 def _openai() -> ResolvedModel:
     from agents import OpenAIProvider
 
     name = settings.AGENTS_MODEL or DEFAULT_OPENAI_MODEL
     chat_completions = settings.AGENTS_OPENAI_API == "chat_completions"
-    provider = OpenAIProvider(
-        api_key=settings.OPENAI_API_KEY or "not-needed",
-        base_url=settings.OPENAI_BASE_URL or None,
-        use_responses=not chat_completions,
-    )
+    provider = OpenAIProvider(openai_client=openai_client(), use_responses=not chat_completions)
     # Chat Completions streams report usage only when asked; without it every count is zero.
     model_settings = _model_settings(include_usage=chat_completions, timeout=settings.AGENTS_MODEL_TIMEOUT)
     return ResolvedModel(guarded(provider.get_model(name)), name, model_settings)

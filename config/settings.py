@@ -272,6 +272,9 @@ OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="")
 AGENTS_MODEL_PROVIDER = env.str("AGENTS_MODEL_PROVIDER", default="")
 AGENTS_MODEL = env.str("AGENTS_MODEL", default="")
 AGENTS_OPENAI_API = env.str("AGENTS_OPENAI_API", default="responses")
+# Build streamed Responses events by their `type` instead of validating each against the whole
+# event union (agents_app/openai_client.py; tested equivalent on recorded streams).
+AGENTS_OPENAI_FAST_EVENTS = env.bool("AGENTS_OPENAI_FAST_EVENTS", default=True)
 if AGENTS_MODEL_PROVIDER not in ("", "openai", "local", "scripted"):
     raise ImproperlyConfigured("AGENTS_MODEL_PROVIDER must be one of: openai, local, scripted.")
 if AGENTS_OPENAI_API not in ("responses", "chat_completions"):
