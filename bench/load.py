@@ -54,7 +54,12 @@ TARGET_LABELS = {
     "sqlite": "SQLite + in-memory",
     "pg": "Postgres + Redis",
     "pg2": "2 daphnes, Postgres + Redis",
+    # Comparison rows, not in the default matrix: the openai library's own per-event union
+    # validation (AGENTS_OPENAI_FAST_EVENTS=0), and uvicorn with uvloop instead of daphne.
+    "sqlite-lib": "SQLite + in-memory, library event parsing",
+    "uvicorn": "uvicorn + uvloop, SQLite + in-memory",
 }
+SQLITE_TARGETS = ("sqlite", "sqlite-lib", "uvicorn")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # Per run, so two benchmarks never drop each other's database (Redis DB 9 is shared, though:
 # it is flushed before every scenario, so run one benchmark at a time on a machine).
@@ -452,11 +457,17 @@ def run_scenario(sc: Scenario, *, args, mock: Mock, database: Database | None, p
             })
             if args.api != "responses":
                 env["AGENTS_OPENAI_API"] = args.api
+            if sc.target == "sqlite-lib":
+                env["AGENTS_OPENAI_FAST_EVENTS"] = "0"
             for n, port in enumerate(ports):
                 log = sdir / f"daphne-{n}.log"
                 logs.append(log)
+                server = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"]
+                if sc.target == "uvicorn":
+                    server = ["-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop",
+                              "--ws", "websockets", "--no-access-log", "config.asgi:application"]
                 servers.append(subprocess.Popen(
-                    [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+                    [PY, *server],
                     cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
                 ))
             for port in ports:
@@ -569,7 +580,7 @@ def derive(row: dict[str, Any], sdk_rows: dict) -> None:
         writes = sum(row["counters"]["queries"].get(k, 0) for k in ("insert", "update", "delete"))
         row["writes_per_run"] = round(writes / runs, 1)
         row["redis_per_run_inprocess"] = round(row["counters"]["redis_total"] / runs, 1)
-    if runs and row.get("redis_commandstats") is not None and row["target"] != "sqlite":
+    if runs and row.get("redis_commandstats") is not None and row["target"] not in SQLITE_TARGETS:
         row["redis_per_run"] = round(sum(row["redis_commandstats"].values()) / runs, 1)
 
 
@@ -649,7 +660,7 @@ def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
             (_n(row.get("x_sdk"), "{:.2f}") if row["target"] != "sdk" else "1.00"),
             _n(row.get("peak_rss_mb"), "{:,.0f} MB"),
             _n(row.get("queries_per_run")) if row["target"] != "sdk" else "—",
-            _n(row.get("redis_per_run")) if row["target"] not in ("sdk", "sqlite") else "—",
+            _n(row.get("redis_per_run")) if row["target"] not in ("sdk", *SQLITE_TARGETS) else "—",
         ])
         previous = scenario
     return out
@@ -712,7 +723,7 @@ def machine() -> dict[str, Any]:
 # --- main ------------------------------------------------------------------------------------------
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--targets", default="sdk,sqlite,pg,pg2", help="sdk,sqlite,pg,pg2 (comma-separated)")
+    parser.add_argument("--targets", default="sdk,sqlite,pg,pg2", help="sdk,sqlite,pg,pg2; also sqlite-lib, uvicorn (comma-separated)")
     parser.add_argument("--transports", default="sse,ws", help="sse,ws")
     parser.add_argument("--clients", default="10,100,500", help="C values, comma-separated")
     parser.add_argument("--modes", default="paced,burst", help="paced,burst")
@@ -828,7 +839,7 @@ def main() -> None:
     def database_for(target: str) -> Database | None:
         if target == "sdk":
             return None
-        kind = "sqlite" if target == "sqlite" else "pg"
+        kind = "sqlite" if target in SQLITE_TARGETS else "pg"
         if kind not in databases:
             databases[kind] = Database(kind, workdir, args)
         probe.connect(databases[kind])

@@ -28,8 +28,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from accounts.credentials import REVOKED, Credential
-from chat import wire
-from chat.models import Run
+from chat import services, wire
+from chat.models import Message, Run
 from chat.streams import EVENTS_MESSAGE, event_buffer
 from config.errors import AppError
 
@@ -103,6 +103,27 @@ def run_is_alive(run_id: str) -> bool:
     if run.status == Run.Status.AWAITING_APPROVAL:
         return True
     return run.heartbeat_at >= timezone.now() - timedelta(seconds=settings.RUN_STALE_AFTER_SECONDS)
+
+
+@database_sync_to_async
+def stored_ending(run_id: str, *, after: int) -> list[dict[str, Any]]:
+    """The end-of-run events of a run that is over, built from what is stored (the reply, its
+    usage, the run's status) and numbered after `after`. A run still marked active whose
+    heartbeat went stale is first ended as interrupted, as any process may do. Empty while
+    the run is alive."""
+    run = Run.objects.filter(public_id=run_id).select_related("conversation").first()
+    if run is not None and run.is_active:
+        services.interrupt_stale_runs(conversation=run.conversation)
+        run.refresh_from_db()
+    if run is None or run.is_active:
+        return []
+    reply = Message.objects.filter(run=run, role=Message.Role.ASSISTANT).first()
+    if reply is None:
+        events = [wire.run_finished(status=run.status, error=run.error)]
+    else:
+        events = wire.end_of_run(reply, status=run.status, error=run.error)
+    run_fields = {"conversation": str(run.conversation.public_id), "run": str(run.public_id)}
+    return [{**event, **run_fields, "seq": after + n} for n, event in enumerate(events, start=1)]
 
 
 class RunFollower:
@@ -206,7 +227,7 @@ class RunFollower:
                 await self._check_credential()
                 yield None
                 if not await run_is_alive(run_id):
-                    for event in await self.order.replay(run_id):
+                    for event in await self._last_events(run_id):
                         yield event
                     return
                 continue
@@ -220,6 +241,17 @@ class RunFollower:
             if _ends(batch):
                 return
 
+
+    async def _last_events(self, run_id: str) -> list[dict[str, Any]]:
+        """A run that is no longer alive: what the buffer still has and, when that does not
+        end the run, its end as stored. Its own end events may not be published yet (the
+        outcome is committed first), or never will be (its process died): either way the
+        client hears how the run really ended, never a stream that just stops."""
+        tail = await self.order.replay(run_id)
+        if _ends(tail):
+            return tail
+        ending = await stored_ending(run_id, after=self.order.delivered[run_id])
+        return tail + self.order._take(ending)
 
     def _wait_seconds(self) -> float:
         left = self.credential.seconds_left() if self.credential is not None else None

@@ -7,6 +7,7 @@ guessed in production (secret key, hosts) fails fast instead.
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 from csp.constants import NONE, SELF
@@ -161,18 +162,25 @@ if REDIS_URL:
     # channels-redis's list-based layer (capacity and expiry per channel, ~4 round trips per
     # group message); events a follower misses are refilled from the replay buffer either way.
     CHANNEL_LAYER = env.str("CHANNEL_LAYER", default="pubsub")
+    # Redis pub/sub channels are server-wide, not per database number: two deployments (or a
+    # test run and a benchmark) on one Redis server with different DB numbers would hear each
+    # other's groups (`user.<id>` revocations included). The prefix keeps them apart.
+    CHANNEL_LAYER_PREFIX = env.str("CHANNEL_LAYER_PREFIX", default=f"asgi.db{urlsplit(REDIS_URL).path.strip('/') or '0'}")
     if CHANNEL_LAYER == "pubsub":
         CHANNEL_LAYERS = {
             "default": {
                 "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-                "CONFIG": {"hosts": [{"address": REDIS_URL, **REDIS_ASYNC_OPTIONS}]},
+                "CONFIG": {"hosts": [{"address": REDIS_URL, **REDIS_ASYNC_OPTIONS}], "prefix": CHANNEL_LAYER_PREFIX},
             }
         }
     elif CHANNEL_LAYER == "core":
         CHANNEL_LAYERS = {
             "default": {
                 "BACKEND": "channels_redis.core.RedisChannelLayer",
-                "CONFIG": {"hosts": [{"address": REDIS_URL, **REDIS_ASYNC_OPTIONS}], "capacity": 1500, "expiry": 30},
+                "CONFIG": {
+                    "hosts": [{"address": REDIS_URL, **REDIS_ASYNC_OPTIONS}], "prefix": CHANNEL_LAYER_PREFIX,
+                    "capacity": 1500, "expiry": 30,
+                },
             }
         }
     else:

@@ -1,6 +1,8 @@
 """The compose stack and the settings agree: every variable the app containers get is one
 the settings read, and production settings fail fast instead of guessing."""
 
+import asyncio
+import json
 import os
 import re
 import secrets
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from django.conf import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 STRONG_KEY = secrets.token_urlsafe(50)
@@ -134,3 +137,36 @@ def test_production_redirects_to_https_and_sends_hsts_and_a_strict_csp():
 
 def _directives(policy: str) -> dict[str, str]:
     return dict(part.strip().split(" ", 1) for part in policy.split(";"))
+
+
+def _layer_config(redis_url: str) -> dict:
+    code = "import django, json; django.setup(); from django.conf import settings; print(json.dumps(settings.CHANNEL_LAYERS['default'], default=str))"
+    result = _settings_with({"REDIS_URL": redis_url}, code)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not settings.REDIS_URL, reason="needs Redis; runs on the Postgres + Redis pass")
+async def test_deployments_on_different_redis_databases_do_not_hear_each_others_groups():
+    """Redis pub/sub ignores the DB number: without a prefix of its own, a revocation sent to
+    `user.1` by one deployment closed the sockets of user 1 of another on the same server."""
+    from channels_redis.pubsub import RedisPubSubChannelLayer
+
+    base = settings.REDIS_URL.rsplit("/", 1)[0]
+    here, neighbour, twin = _layer_config(f"{base}/11"), _layer_config(f"{base}/12"), _layer_config(f"{base}/11")
+    assert settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] != neighbour["CONFIG"]["prefix"]
+
+    def layer(config: dict) -> RedisPubSubChannelLayer:
+        return RedisPubSubChannelLayer(hosts=[{"address": config["CONFIG"]["hosts"][0]["address"]}], prefix=config["CONFIG"]["prefix"])
+
+    listener, other, same = layer(here), layer(neighbour), layer(twin)
+    try:
+        channel = await listener.new_channel()
+        await listener.group_add("user.1", channel)
+        await other.group_send("user.1", {"type": "auth.revoked", "from": "the neighbour"})
+        await same.group_send("user.1", {"type": "auth.revoked", "from": "this deployment"})
+        heard = await asyncio.wait_for(listener.receive(channel), timeout=10)
+    finally:
+        for each in (listener, other, same):
+            await each.flush()
+    assert heard["from"] == "this deployment"  # the neighbour's message, sent first, never arrived

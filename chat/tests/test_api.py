@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from datetime import timedelta
 
 import pytest
 from agents import function_tool
@@ -15,6 +16,7 @@ from asgiref.sync import sync_to_async
 from asgiref.testing import ApplicationCommunicator
 from channels.layers import get_channel_layer
 from django.test import AsyncClient
+from django.utils import timezone
 
 from accounts.services import api_token_create, api_token_revoke
 from chat import api as chat_api
@@ -22,7 +24,7 @@ from chat import follow, runs
 from chat.models import Conversation, Message, Run
 from chat.streams import event_buffer
 from chat.tests.api_helpers import SseReader, api_client, events, parse_sse, token_for
-from chat.tests.factories import RunFactory, finished_reply
+from chat.tests.factories import ReplyFactory, RunFactory, finished_reply
 from chat.tests.helpers import (
     connect,
     extra_tools,
@@ -324,6 +326,35 @@ async def test_stream_sends_keepalive_comments_while_the_model_is_silent(api, co
         rest = await reader.rest()
     assert comment.comment == "keep-alive" and comment.data is None
     assert rest[-1].event == "run.finished"
+
+
+@pytest.mark.parametrize("ended_by", ["its-own-process", "a-dead-process"])
+async def test_a_stream_whose_run_ends_unheard_ends_with_the_outcome_as_stored(api, conversation, monkeypatch, ended_by):
+    """The run's end is committed before its end events go out (under load that gap grows),
+    and a run whose process died publishes none: the stream still ends with how it ended."""
+    monkeypatch.setattr(follow, "KEEPALIVE_SECONDS", 0.05)
+    run = await sync_to_async(RunFactory)(
+        conversation=conversation, status=Run.Status.RUNNING, finished_at=None, heartbeat_at=timezone.now()
+    )
+    reply = await sync_to_async(ReplyFactory)(conversation=conversation, run=run, status=Message.Status.STREAMING, content="Half a")
+    reader = SseReader((await api.get(url(conversation, f"/events?run={run.public_id}"))).streaming_content)
+    assert (await reader.next()).comment == "keep-alive"  # following: the run is alive
+    if ended_by == "its-own-process":  # what run_finish commits, before the events are published
+        await Run.objects.filter(pk=run.pk).aupdate(status=Run.Status.COMPLETED, finished_at=timezone.now(), last_seq=3)
+        await Message.objects.filter(pk=reply.pk).aupdate(status=Message.Status.COMPLETED, content="Half a loaf.")
+    else:
+        await Run.objects.filter(pk=run.pk).aupdate(heartbeat_at=timezone.now() - timedelta(hours=1))
+    ending = [m for m in await reader.rest() if m.event]
+
+    assert [m.event for m in ending] == ["message.completed", "usage", "run.finished"]
+    assert [int(m.id) for m in ending] == [1, 2, 3]
+    finished, completed = ending[-1].data, ending[0].data
+    if ended_by == "its-own-process":
+        assert finished["status"] == "completed" and completed["content"] == "Half a loaf."
+    else:
+        assert finished["status"] == "interrupted" and completed["status"] == "failed"
+        assert (await Run.objects.aget(pk=run.pk)).status == Run.Status.INTERRUPTED
+    assert finished["run"] == str(run.public_id)
 
 
 async def test_client_disconnecting_mid_stream_does_not_stop_the_run(user, token, conversation, script):
