@@ -111,6 +111,10 @@ DATABASES = {
 }
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A thread keeps its SQLite connection: opening one (and its PRAGMAs and functions) for
+    # every database call was an eighth of the server's CPU under load (bench/README.md).
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=300)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     # WAL + a busy timeout let the daphne process and management commands share the file.
     # synchronous=NORMAL: in WAL mode the file cannot be corrupted by a crash, and a commit no
     # longer waits for the disk (a power cut may lose the last commits; the offline default).
