@@ -5,10 +5,11 @@ For every event of a streamed response the openai library first validates the JS
 the whole `ResponseStreamEvent` union (about fifty event models) with pydantic, and builds the
 model from that. Most of a reply's events are `response.output_text.delta`: that union
 validation was the largest single function in the load benchmark's profile (bench/README.md).
-This client picks the event's model by its `type`, the union's own discriminator, and builds it
-with the library's own non-validating constructor (`BaseModel.construct`, which builds nested
-models too: what the library does for every non-union response it does not validate strictly). Nested unions inside an event
-(an output item, the final `Response`) are still resolved by the library as before.
+This client picks the event's model by its `type`, the union's own discriminator, and builds
+it with the library's own non-validating constructor (`BaseModel.construct`, which builds
+nested models too: what the library does for every non-union response it does not validate
+strictly). Nested unions inside an event (an output item, the final `Response`) are still
+resolved by the library as before.
 
 What the SDK receives is the same: the same classes with the same field values, checked on
 recorded streams (tool calls, reasoning, refusals, errors, usage) by

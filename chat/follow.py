@@ -59,7 +59,7 @@ class EventOrder:
     async def replay(self, run_id: str, *, after: int = 0) -> list[dict[str, Any]]:
         """What the buffer holds after `after` (and after what was already delivered)."""
         self.follow(run_id, after=after)
-        return self._take(await buffered_events(run_id, after=self.delivered[run_id]))
+        return self.take(await buffered_events(run_id, after=self.delivered[run_id]))
 
     async def accept(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         """The events to deliver now that `event` arrived live: none (a duplicate), the event,
@@ -78,13 +78,14 @@ class EventOrder:
             self.delivered[run_id] = seq
             return [event]
         # The layer dropped events for this follower: the buffer has them (and this one).
-        missed = self._take(await buffered_events(run_id, after=last))
+        missed = self.take(await buffered_events(run_id, after=last))
         if self.delivered[run_id] < seq:
             self.delivered[run_id] = seq
             missed.append(event)
         return missed
 
-    def _take(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def take(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Those of `events` not delivered yet, in order, marking them delivered."""
         fresh = []
         for event in events:
             run_id = event["run"]
@@ -251,7 +252,7 @@ class RunFollower:
         if _ends(tail):
             return tail
         ending = await stored_ending(run_id, after=self.order.delivered[run_id])
-        return tail + self.order._take(ending)
+        return tail + self.order.take(ending)
 
     def _wait_seconds(self) -> float:
         left = self.credential.seconds_left() if self.credential is not None else None
