@@ -406,7 +406,7 @@ def window_for(spec: AgentSpec, resolved: ResolvedModel) -> InputWindow:
 def use_for_history(window: InputWindow) -> None:
     """Make `DjangoSession.get_items()` read through `window` for the rest of the current
     context. The run service calls it for each run, which executes in a context of its own
-    (`chat.runs._launch`), and the SDK's tasks inherit it; like `agents_app.progress`."""
+    (`chat.engine.runs._launch`), and the SDK's tasks inherit it; like `agents_app.progress`."""
     _history_window.set(window if window.budget is not None else None)
 
 

@@ -5,8 +5,8 @@ conversation it shows. These events go there, only after the change they announc
 committed, so every tab on every process hears of it and none hears of a rolled-back change:
 
 * `conversation.renamed`: `chat.conversations.conversation_rename` (page form, socket, API);
-* `conversation.activity`: a run started, paused for an approval or ended (`chat.runs`; and
-  `chat.services` when the sweeper ends a run whose process died or whose approval expired), so
+* `conversation.activity`: a run started, paused for an approval or ended (`chat.engine.runs`; and
+  `chat.engine.transitions` when the sweeper ends a run whose process died or whose approval expired), so
   the sidebar moves that conversation to the top and marks it running;
 * `feedback.updated`: `chat.feedback.feedback_give`.
 
@@ -25,8 +25,8 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 
 from chat import wire
+from chat.engine.streams import EVENTS_MESSAGE
 from chat.models import Conversation, Run
-from chat.streams import EVENTS_MESSAGE
 
 log = logging.getLogger(__name__)
 

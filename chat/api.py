@@ -6,8 +6,8 @@ session cookies are ignored, so there is no ambient credential for another site 
 conversation is "not found", like a missing one.
 
 Input is validated by `chat.protocol`, the socket's own checks (same codes, limits and
-messages); runs start through `chat.runs`, the one run service; bodies and streams carry the
-socket's own shapes and events (`chat.wire`), followed by `chat.follow.RunFollower`. Every
+messages); runs start through `chat.engine.runs`, the one run service; bodies and streams carry the
+socket's own shapes and events (`chat.wire`), followed by `chat.engine.follow.RunFollower`. Every
 refusal is an `AppError`, answered in one place (`api_view`) as
 `{"error": {"code", "message"}}` with its HTTP status.
 """
@@ -32,10 +32,11 @@ from accounts.credentials import Credential
 from accounts.models import ApiToken
 from accounts.services import api_token_for, bearer_token
 from agents_app.registry import available_specs
-from chat import export, protocol, runs, selectors, services, wire
+from chat import export, protocol, selectors, services, wire
 from chat.conversations import conversation_rename
+from chat.engine import runs, transitions
+from chat.engine.follow import RunFollower, buffered_events
 from chat.feedback import feedback_give
-from chat.follow import RunFollower, buffered_events
 from chat.models import Conversation, Message, Run
 from config import metrics, ratelimits
 from config.errors import AppError, overloaded
@@ -282,7 +283,7 @@ async def run_events(request: HttpRequest, public_id: uuid.UUID) -> HttpResponse
     last_event_id = request.headers.get("Last-Event-ID", "").strip()
     if last_event_id:
         after = protocol.bounded_int(last_event_id, "Last-Event-ID", default=after)
-    await sync_to_async(services.release_dead_runs)(conversation=conversation)
+    await sync_to_async(transitions.release_dead_runs)(conversation=conversation)
 
     follower = RunFollower(conversation.group_name, until_run_ends=True, credential=request.api_credential)
     await follower.subscribe()  # before looking at the run: nothing it publishes from now is missed
@@ -343,7 +344,7 @@ async def approval_decide(request: HttpRequest, public_id: uuid.UUID, call_id: s
     conversation = await own_conversation(request, public_id)
     approve, reason = protocol.approval_decision(json_body(request))
     if not protocol.known_call_id(call_id):  # too long, or text no stored call id has
-        raise AppError("not_found", services.APPROVAL_NOT_FOUND)
+        raise AppError("not_found", transitions.APPROVAL_NOT_FOUND)
     approval = await runs.decide_approval(
         user=request.api_user, conversation=conversation, call_id=call_id, approve=approve, reason=reason
     )

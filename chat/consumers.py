@@ -24,10 +24,11 @@ from django.conf import settings
 from django.db import OperationalError
 
 from accounts.credentials import Credential
-from chat import activity, protocol, runs, selectors, services, wire
+from chat import activity, protocol, selectors, services, wire
 from chat.conversations import conversation_rename
+from chat.engine import runs, transitions
+from chat.engine.follow import EventOrder
 from chat.feedback import feedback_give
-from chat.follow import EventOrder
 from chat.models import Conversation, Run
 from config import metrics, ratelimits
 from config.errors import AppError, overloaded
@@ -183,7 +184,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def on_conversation_open(self, frame: dict[str, Any], request_id: str | None) -> None:
         conversation = await self.own_conversation(frame)
         after = protocol.optional_seq(frame)
-        await sync_to_async(services.release_dead_runs)(conversation=conversation)
+        await sync_to_async(transitions.release_dead_runs)(conversation=conversation)
         await self.watch(conversation)
         active = await Run.objects.active_in(conversation).afirst()
         followed = active

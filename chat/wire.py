@@ -2,7 +2,7 @@
 
 The socket sends these dicts as JSON frames, the HTTP API as SSE messages and JSON bodies, the
 terminal chat renders them; none of them builds an event of its own. Events of a run are
-published through `chat.streams.RunStream`, which adds `conversation`, `run` and `seq`; the
+published through `chat.engine.streams.RunStream`, which adds `conversation`, `run` and `seq`; the
 protocol is documented in docs/protocol.md.
 """
 

@@ -1,5 +1,5 @@
 """Running cases through the real run service, exactly the path a socket message takes:
-`chat.services.conversation_create`, `chat.runs.start_run`, `chat.runs.wait_for_run`, then the
+`chat.services.conversation_create`, `chat.engine.runs.start_run`, `chat.engine.runs.wait_for_run`, then the
 stored reply (`chat.models.Message`, its `activity`) and run (`chat.models.Run`).
 
 The evaluation has its own users (a customer, a staff member, and someone else whose order
@@ -24,7 +24,8 @@ from django.utils import timezone
 
 from agents_app.models import Order, Ticket
 from agents_app.session import DjangoSession
-from chat import runs, services
+from chat import services
+from chat.engine import runs
 from chat.models import Approval, Conversation, Message, Run
 from evals.cases import Case
 from evals.judge import Observation, ToolUse, Verdict, judge

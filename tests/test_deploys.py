@@ -10,8 +10,8 @@ import asyncio
 import pytest
 
 from agents_app import history
+from chat.engine.runs import SHUTDOWN_ERROR
 from chat.models import Conversation, Message, Run
-from chat.runs import SHUTDOWN_ERROR
 from tests.clients import ChatClient, session_cookie
 from tests.servers import start_daphne
 from tests.test_faults import FAULT_ENV, history_of

@@ -34,7 +34,7 @@ from agents_app.models import AgentSession, SessionItem
 from agents_app.registry import get_spec
 from agents_app.session import DjangoSession
 from agents_app.tests.test_local_model import FakeBackend
-from chat import runs
+from chat.engine import runs
 from chat.models import Conversation, Message
 from chat.tests.fake_openai import Turn, fake_openai_server
 

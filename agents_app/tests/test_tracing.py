@@ -14,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 
 from agents_app import tracing
 from agents_app.models import SpanRecord, TraceRecord
-from chat import runs
+from chat.engine import runs
 from chat.models import Conversation, Run
 from chat.tests import review_agents
 

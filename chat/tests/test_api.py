@@ -20,9 +20,9 @@ from django.utils import timezone
 
 from accounts.services import api_token_create, api_token_revoke
 from chat import api as chat_api
-from chat import follow, runs
+from chat.engine import follow, runs
+from chat.engine.streams import event_buffer
 from chat.models import Conversation, Message, Run
-from chat.streams import event_buffer
 from chat.tests.api_helpers import SseReader, api_client, events, parse_sse, token_for
 from chat.tests.factories import ReplyFactory, RunFactory, finished_reply
 from chat.tests.helpers import (

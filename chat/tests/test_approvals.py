@@ -13,7 +13,7 @@ from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from agents_app import history
-from chat import runs, services
+from chat.engine import runs, transitions
 from chat.models import Approval, Conversation, Message, Run
 from chat.tests.helpers import connect, extra_tools, of_type, receive_until, send_message, stored_history
 from chat.tests.scripts import streamed
@@ -219,7 +219,6 @@ async def test_concurrent_decisions_on_two_calls_resume_the_run_exactly_once(use
     from asgiref.sync import sync_to_async
     from django.db import connection
 
-    from chat import services
 
     two_calls = [
         [
@@ -240,7 +239,7 @@ async def test_concurrent_decisions_on_two_calls_resume_the_run_exactly_once(use
     def decide(call_id: str) -> None:
         try:
             barrier.wait()
-            _, results[call_id] = services.approval_decide(run=run, call_id=call_id, approve=True, reason="", user=user)
+            _, results[call_id] = transitions.approval_decide(run=run, call_id=call_id, approve=True, reason="", user=user)
         finally:
             connection.close()
 
@@ -293,7 +292,7 @@ async def test_a_resumed_run_streams_again_and_a_crash_keeps_the_tools_real_outc
         executor.task.cancel()
         await asyncio.gather(executor.task, return_exceptions=True)
         await Run.objects.filter(pk=run.pk).aupdate(heartbeat_at=timezone.now() - timedelta(hours=1), status=Run.Status.RUNNING)
-        await sync_to_async(services.release_dead_runs)(conversation=conversation)
+        await sync_to_async(transitions.release_dead_runs)(conversation=conversation)
         await ws.disconnect()
 
     run = await Run.objects.aget(pk=run.pk)

@@ -222,7 +222,7 @@ async def test_closing_the_socket_mid_stream_still_stores_the_reply(user, conver
         run_id = (await receive_until(ws, "message.delta"))[0]["run"]
         await ws.disconnect()
         gate.set()
-        from chat.runs import wait_for_run
+        from chat.engine.runs import wait_for_run
 
         await wait_for_run(run_id)
 
@@ -428,7 +428,7 @@ async def test_responses_api_is_the_default_for_openai(settings):
 
 
 async def test_events_the_layer_dropped_are_refilled_from_the_buffer_in_order(user, conversation):
-    from chat.streams import RunStream, event_buffer
+    from chat.engine.streams import RunStream, event_buffer
 
     ws = await connect(user)
     await ws.send_json_to({"type": "conversation.open", "conversation": str(conversation.public_id)})
@@ -454,7 +454,7 @@ async def test_events_the_layer_dropped_are_refilled_from_the_buffer_in_order(us
 
 
 async def test_replay_buffer_serves_a_run_resumed_after_its_buffer_expired():
-    from chat.streams import event_buffer
+    from chat.engine.streams import event_buffer
 
     buffer = event_buffer()
     run_id = f"run-{uuid.uuid4()}"

@@ -10,7 +10,7 @@ from asgiref.sync import sync_to_async
 from django.urls import reverse
 from django.utils import timezone
 
-from chat import runs, services
+from chat.engine import runs, transitions
 from chat.models import Conversation, Message, Run
 from chat.tests.factories import ConversationFactory, RunFactory, finished_reply
 from chat.tests.helpers import connect, receive_until, send_message
@@ -104,9 +104,9 @@ def test_a_finished_run_counts_through_its_stored_reply(user, settings):
     Message.objects.create(conversation=run.conversation, run=run, role="assistant", status="streaming")
     assert quotas.quota_status(user=user).used == 0
 
-    services.run_finish(
+    transitions.run_finish(
         run=run,
-        outcome=services.RunOutcome(
+        outcome=transitions.RunOutcome(
             status=Run.Status.COMPLETED, content="ok", agent_name="Assistant", model="gpt-4.1-mini",
             usage={"requests": 1, "input_tokens": 90, "output_tokens": 20, "total_tokens": 110},
         ),

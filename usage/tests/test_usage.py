@@ -18,7 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from agents_app import providers
-from chat import runs
+from chat.engine import runs
 from chat.models import Conversation, Message
 from chat.tests.factories import ConversationFactory, finished_reply
 from chat.tests.fake_openai import Turn, fake_openai_server

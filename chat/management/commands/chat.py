@@ -4,13 +4,13 @@ same wire events as the web socket.
     python manage.py chat --user demo@example.com --agent assistant
     python manage.py chat --user demo@example.com --conversation 3f1c…   # continue one
 
-The command follows the conversation with `chat.follow.RunFollower` (like the SSE transport:
-replayed, deduplicated and in order), starts each run with `chat.runs.start_run` and renders
+The command follows the conversation with `chat.engine.follow.RunFollower` (like the SSE transport:
+replayed, deduplicated and in order), starts each run with `chat.engine.runs.start_run` and renders
 the events: text streams as it comes, tool calls, tool results and handoffs get their own
 lines, usage ends the reply.
 The reply is stored like any other, so the conversation continues on the web page.
 
-Ctrl+C during a reply stops the run (`chat.runs.stop_run`); a second Ctrl+C, Ctrl+C at the
+Ctrl+C during a reply stops the run (`chat.engine.runs.stop_run`); a second Ctrl+C, Ctrl+C at the
 prompt, or end of input (Ctrl+D) exits. Lines are read from stdin, so it can be scripted:
 `printf 'What time is it?\\n' | python manage.py chat --user …`.
 """
@@ -31,8 +31,9 @@ from django.core.management.base import BaseCommand, CommandError
 from accounts.selectors import user_for_command
 from agents_app import providers
 from agents_app.registry import UnknownAgent, get_spec
-from chat import runs, selectors, services
-from chat.follow import RunFollower
+from chat import selectors, services
+from chat.engine import runs
+from chat.engine.follow import RunFollower
 from chat.models import Conversation
 from config.errors import AppError
 from usage.formatting import format_cost

@@ -4,7 +4,7 @@ run, wherever it executes, to stop it.
 Every event of a run gets a `seq` (1, 2, 3, ...). It is appended to a short-lived buffer
 (Redis when `REDIS_URL` is set, so any daphne process can replay it; process memory
 otherwise) and then sent to the conversation's channel-layer group. A follower
-(`chat.follow`) that opens the conversation late, or reconnects, first joins the group, then
+(`chat.engine.follow`) that opens the conversation late, or reconnects, first joins the group, then
 replays the buffer, and drops live events whose seq it already delivered: no gap, no duplicate.
 
 The run never waits for any of this: `RunStream.publish` queues the event and one sender task

@@ -1,7 +1,7 @@
 """The run service: the only place an agent run starts, for every transport.
 
 `start_run` takes the conversation's lock and stores the user's message (see
-`services.run_create`), then executes the run as a background task of this process. The run
+`transitions.run_create`), then executes the run as a background task of this process. The run
 does not belong to the socket that asked for it: closing the tab does not stop it, and its
 reply is stored either way. Events go out through `RunStream` (numbered, buffered, fanned out
 to the conversation's group), built by `chat.wire`. Stop reaches the run from any process:
@@ -35,8 +35,9 @@ from agents_app.guardrails import STREAM_RULES, StreamGuard, StreamTripped
 from agents_app.registry import AgentSpec, get_spec
 from agents_app.session import DjangoSession
 from chat import activity, services, wire
+from chat.engine import transitions
+from chat.engine.streams import RunStream, run_control, send_to_conversation
 from chat.models import Approval, Conversation, Message, Run
-from chat.streams import RunStream, run_control, send_to_conversation
 from chat.transcript import StreamEventMapper, Transcript, field_of, parse_arguments
 from config import metrics
 from config.errors import AppError
@@ -105,7 +106,7 @@ class _Heartbeat:
                 continue
             beats = [executor.beat() for executor in beating]
             try:
-                to_stop = await sync_to_async(services.runs_heartbeat)(beats=beats)
+                to_stop = await sync_to_async(transitions.runs_heartbeat)(beats=beats)
             except Exception:
                 log.exception("heartbeat of %d runs failed", len(beats))
                 continue
@@ -131,10 +132,10 @@ def drain_on_shutdown() -> None:
     reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
 
 
-async def start_run(*, user, conversation: Conversation, content: str, request_id: str = "") -> services.StartedRun:
+async def start_run(*, user, conversation: Conversation, content: str, request_id: str = "") -> transitions.StartedRun:
     """Store the message and start the run. Refuses with an `AppError` before anything is
     stored: `busy`/`approval_pending` (a run is active), `too_many_runs`, `quota_exceeded`
-    (checked with the runs in flight, see `services._admit`), `provider_not_configured`, or
+    (checked with the runs in flight, see `transitions._admit`), `provider_not_configured`, or
     `shutting_down` while this process drains, and `unknown_agent` for an agent the user may
     not run (a staff-only one)."""
     drain.refuse_new_runs()
@@ -142,20 +143,20 @@ async def start_run(*, user, conversation: Conversation, content: str, request_i
     providers.require_provider()
     # `database_sync_to_async`: the connection goes back to the pool right after (a request
     # that streams the run must not hold one for its whole life).
-    started = await database_sync_to_async(services.run_create)(conversation=conversation, content=content, request_id=request_id)
+    started = await database_sync_to_async(transitions.run_create)(conversation=conversation, content=content, request_id=request_id)
     _launch(RunExecutor(started.run, reply=started.reply, user=user, conversation=conversation, started=started))
     return started
 
 
 async def replace_last_turn(
     *, user, conversation: Conversation, request_id: str = "", edited_message_id=None, content: str | None = None
-) -> services.StartedRun:
+) -> transitions.StartedRun:
     """Regenerate the last reply, or answer an edited last question, as a new run. Refuses
     like `start_run`, and with `not_editable` when there is no such last turn."""
     drain.refuse_new_runs()
     services.agent_for(user=user, agent_key=conversation.agent_key)
     providers.require_provider()
-    started = await database_sync_to_async(services.run_create_replacing_last_turn)(
+    started = await database_sync_to_async(transitions.run_create_replacing_last_turn)(
         conversation=conversation, request_id=request_id, edited_message_id=edited_message_id, content=content
     )
     _launch(RunExecutor(started.run, reply=started.reply, user=user, conversation=conversation, started=started))
@@ -182,13 +183,13 @@ async def stop_run(*, conversation: Conversation) -> Run:
         raise AppError("not_running", "Nothing is running in this conversation.")
     if run.status == Run.Status.AWAITING_APPROVAL:
         # Nothing executes a parked run: end it right here.
-        reply = await sync_to_async(services.end_paused_run)(
+        reply = await sync_to_async(transitions.end_paused_run)(
             run=run, status=Run.Status.CANCELLED, error="", approval_status=Approval.Status.REJECTED
         )
         if reply is not None:
             await publish_end_of_parked_run(run, reply, conversation=conversation, status=Run.Status.CANCELLED)
         return run
-    await sync_to_async(services.run_request_cancel)(run=run)
+    await sync_to_async(transitions.run_request_cancel)(run=run)
     executor = _executors.get(str(run.public_id))
     if executor is not None:
         executor.request_stop()
@@ -203,12 +204,12 @@ async def decide_approval(*, user, conversation: Conversation, call_id: str, app
     `quota_exceeded` (a decision resumes the run, which then uses tokens again) or
     `unknown_agent` (a staff-only agent, for someone no longer staff)."""
     services.agent_for(user=user, agent_key=conversation.agent_key)
-    await sync_to_async(services.expire_approvals)(conversation=conversation)
+    await sync_to_async(transitions.expire_approvals)(conversation=conversation)
     await sync_to_async(check_quota)(user=user)
     run = await Run.objects.filter(conversation=conversation, approvals__call_id=call_id).order_by("-created_at").afirst()
     if run is None:
-        raise AppError("not_found", services.APPROVAL_NOT_FOUND)
-    approval, all_decided = await sync_to_async(services.approval_decide)(
+        raise AppError("not_found", transitions.APPROVAL_NOT_FOUND)
+    approval, all_decided = await sync_to_async(transitions.approval_decide)(
         run=run, call_id=call_id, approve=approve, reason=reason, user=user
     )
     # Every open tab hears of the decision at once; the resumed run's own events follow.
@@ -216,7 +217,7 @@ async def decide_approval(*, user, conversation: Conversation, call_id: str, app
         conversation.group_name,
         [wire.approval_decided(conversation=conversation, run=run, call_id=call_id, approved=approve, reason=reason)],
     )
-    if all_decided and await sync_to_async(services.run_claim_paused)(run=run):
+    if all_decided and await sync_to_async(transitions.run_claim_paused)(run=run):
         await run.arefresh_from_db()
         reply = await Message.objects.aget(run=run, role=Message.Role.ASSISTANT)
         _launch(RunExecutor(run, reply=reply, user=user, conversation=conversation, resume=True))
@@ -238,7 +239,7 @@ async def publish_end_of_parked_run(run: Run, reply: Message, *, conversation: C
     """End a parked run's stream from whichever process ended it (Stop, expiry): its numbering
     continues after what the run published before it paused."""
     events = wire.end_of_run(reply, status=status, error=reply.error)
-    last_seq = await sync_to_async(services.run_reserve_seq)(run=run, count=len(wire.END_OF_RUN_EVENTS))
+    last_seq = await sync_to_async(transitions.run_reserve_seq)(run=run, count=len(wire.END_OF_RUN_EVENTS))
     stream = RunStream(
         conversation_id=str(conversation.public_id), run_id=str(run.public_id), group=conversation.group_name,
         last_seq=last_seq,
@@ -269,7 +270,7 @@ class RunExecutor:
         reply: Message,
         user,
         conversation: Conversation,
-        started: services.StartedRun | None = None,
+        started: transitions.StartedRun | None = None,
         resume: bool = False,
     ) -> None:
         self.run = run
@@ -316,7 +317,7 @@ class RunExecutor:
         except Exception:
             log.exception("run %s crashed outside the agent loop", self.run_id)
             await self._finish(
-                services.RunOutcome(
+                transitions.RunOutcome(
                     status=Run.Status.FAILED,
                     content="",
                     agent_name=self.conversation.current_agent_name,
@@ -370,11 +371,11 @@ class RunExecutor:
                 agent=self.reply.agent_name or agent.name, text_parts=[self.reply.content], activity=self.reply.activity
             )
             mark = self.run.history_mark or 0
-            await sync_to_async(services.run_mark_running)(run=self.run, history_mark=mark)
+            await sync_to_async(transitions.run_mark_running)(run=self.run, history_mark=mark)
             return agent, transcript, mark
         agent = spec.agent_named(self.conversation.current_agent_name)
         await self._announce(agent.name)
-        mark = await sync_to_async(services.run_mark_running)(run=self.run)
+        mark = await sync_to_async(transitions.run_mark_running)(run=self.run)
         return agent, Transcript(agent=agent.name), mark
 
     async def _run_agent(self, spec: AgentSpec, agent: Agent, session: DjangoSession, transcript: Transcript) -> Ending:
@@ -507,14 +508,14 @@ class RunExecutor:
         # this run continues after them.
         outcome.last_seq = self.stream.seq + len(events)
         outcome.events = self.events + events
-        await sync_to_async(services.run_pause)(run=self.run, state=state, approvals=approvals, outcome=outcome)
+        await sync_to_async(transitions.run_pause)(run=self.run, state=state, approvals=approvals, outcome=outcome)
         for event in events:
             await self.stream.publish(event)
         await self.stream.close()
         await activity.conversation_changed(self.conversation)  # waiting for an approval
 
-    def _outcome(self, transcript: Transcript, ending: Ending) -> services.RunOutcome:
-        return services.RunOutcome(
+    def _outcome(self, transcript: Transcript, ending: Ending) -> transitions.RunOutcome:
+        return transitions.RunOutcome(
             status=ending.status,
             content=transcript.content,
             agent_name=transcript.agent,
@@ -581,16 +582,16 @@ class RunExecutor:
                 session.session_id, mark=mark, ending=history.ending_for(ending.status, partial, ending.error)
             )
 
-    async def _finish(self, outcome: services.RunOutcome) -> None:
+    async def _finish(self, outcome: transitions.RunOutcome) -> None:
         await self.stream.flush()
         closing = wire.run_finished(status=outcome.status, error=outcome.error)
         outcome.events = [*self.events, closing]
         # The seq of the end-of-run events, reserved before they are published.
         outcome.last_seq = self.stream.seq + len(wire.END_OF_RUN_EVENTS)
-        reply = await sync_to_async(services.run_finish)(run=self.run, outcome=outcome)
+        reply = await sync_to_async(transitions.run_finish)(run=self.run, outcome=outcome)
         _observe(outcome)
         status, error = outcome.status, outcome.error
-        if reply.status != services.MESSAGE_STATUS_FOR_RUN[status]:
+        if reply.status != transitions.MESSAGE_STATUS_FOR_RUN[status]:
             # Another process declared this run dead meanwhile: followers hear what is stored.
             status, error = Run.Status.INTERRUPTED, reply.error
         # Published only after the commit above: nobody hears of a reply that is not stored.
@@ -600,15 +601,15 @@ class RunExecutor:
         await activity.conversation_changed(self.conversation)  # the owner's other tabs: ended
 
     # --- companions ---------------------------------------------------------------
-    def beat(self) -> services.Beat:
+    def beat(self) -> transitions.Beat:
         """What the next heartbeat saves of this run: its partial reply only when it changed."""
         if self.transcript is None:  # not streaming (yet, or any more): alive, nothing to save
-            return services.Beat(run_id=self.run.pk)
+            return transitions.Beat(run_id=self.run.pk)
         text, activity = self.visible_text(self.transcript), self.transcript.activity
         shape = (len(text), len(activity), tuple(entry.get("status") for entry in activity))
         changed = shape != self._beaten
         self._beaten = shape
-        return services.Beat(
+        return transitions.Beat(
             run_id=self.run.pk, content=text if changed else None, activity=list(activity) if changed else None
         )
 
@@ -616,7 +617,7 @@ class RunExecutor:
         await self.publish(wire.run_progress(stage, **data))
 
 
-def _observe(outcome: services.RunOutcome) -> None:
+def _observe(outcome: transitions.RunOutcome) -> None:
     metrics.runs_finished.labels(outcome.status).inc()
     if outcome.duration_ms is not None:
         metrics.run_duration.observe(outcome.duration_ms / 1000)

@@ -1,6 +1,6 @@
 """Following a run: the one place that puts a run's events in order for a client.
 
-Events of a run are numbered (`seq` 1, 2, 3…), kept in a replay buffer (`chat.streams`) and
+Events of a run are numbered (`seq` 1, 2, 3…), kept in a replay buffer (`chat.engine.streams`) and
 sent to the conversation's channel-layer group. A client may start following late (it opens
 the conversation mid-run, reconnects, or resumes after an approval), hear an event both from
 the buffer and live, or miss live events (a full channel drops them). `EventOrder` turns all of
@@ -28,9 +28,10 @@ from django.conf import settings
 from django.utils import timezone
 
 from accounts.credentials import REVOKED, Credential
-from chat import services, wire
+from chat import wire
+from chat.engine import transitions
+from chat.engine.streams import EVENTS_MESSAGE, event_buffer
 from chat.models import Message, Run
-from chat.streams import EVENTS_MESSAGE, event_buffer
 from config.errors import AppError
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ def stored_ending(run_id: str, *, after: int) -> list[dict[str, Any]]:
     the run is alive."""
     run = Run.objects.filter(public_id=run_id).select_related("conversation").first()
     if run is not None and run.is_active:
-        services.interrupt_stale_runs(conversation=run.conversation)
+        transitions.interrupt_stale_runs(conversation=run.conversation)
         run.refresh_from_db()
     if run is None or run.is_active:
         return []
