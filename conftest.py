@@ -62,6 +62,17 @@ def _close_worker_thread_connections():
 
 
 @pytest.fixture(autouse=True)
+def _fresh_engine():
+    """The run engine's process state (executors, heartbeat, stop control, replay buffer) is
+    one object: each test starts with a new one."""
+    from chat.engine.process import engine
+
+    engine.reset()
+    yield
+    engine.reset()
+
+
+@pytest.fixture(autouse=True)
 def _no_local_traces(settings):
     """Local traces are written by a background thread on its own connection, after the test
     may have ended; the tests that check them (agents_app/tests/test_tracing.py) switch them

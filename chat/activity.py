@@ -25,8 +25,8 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 
 from chat import wire
-from chat.engine.streams import EVENTS_MESSAGE
 from chat.models import Conversation, Run
+from chat.wire import EVENTS_MESSAGE
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from chat import services
+from chat import engine
 from chat.admin_review import (
     ConversationFeedbackFilter,
     FeedbackFilter,
@@ -84,11 +84,11 @@ class ConversationAdmin(admin.ModelAdmin):
         return queryset.filter(pk__in=matches.values("pk")), False
 
     def delete_model(self, request, obj) -> None:
-        services.conversation_delete(conversation=obj)
+        engine.delete_now(conversation=obj)
 
     def delete_queryset(self, request, queryset) -> None:
         for conversation in queryset:
-            services.conversation_delete(conversation=conversation)
+            engine.delete_now(conversation=conversation)
 
     @admin.display(description="Tokens", ordering="tokens_sum")
     def tokens(self, obj) -> int:

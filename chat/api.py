@@ -6,8 +6,8 @@ session cookies are ignored, so there is no ambient credential for another site 
 conversation is "not found", like a missing one.
 
 Input is validated by `chat.protocol`, the socket's own checks (same codes, limits and
-messages); runs start through `chat.engine.runs`, the one run service; bodies and streams carry the
-socket's own shapes and events (`chat.wire`), followed by `chat.engine.follow.RunFollower`. Every
+messages); runs start through `chat.engine`, the one way into a run; bodies and streams carry the
+socket's own shapes and events (`chat.wire`), followed by `chat.engine.RunFollower`. Every
 refusal is an `AppError`, answered in one place (`api_view`) as
 `{"error": {"code", "message"}}` with its HTTP status.
 """
@@ -32,10 +32,8 @@ from accounts.credentials import Credential
 from accounts.models import ApiToken
 from accounts.services import api_token_for, bearer_token
 from agents_app.registry import available_specs
-from chat import export, protocol, selectors, services, wire
+from chat import engine, export, protocol, selectors, services, wire
 from chat.conversations import conversation_rename
-from chat.engine import runs, transitions
-from chat.engine.follow import RunFollower, buffered_events
 from chat.feedback import feedback_give
 from chat.models import Conversation, Message, Run
 from config import metrics, ratelimits
@@ -136,7 +134,7 @@ def sse_message(event: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-async def sse_follow(follower: RunFollower, run_id: str, *, after: int) -> AsyncIterator[str]:
+async def sse_follow(follower: engine.RunFollower, run_id: str, *, after: int) -> AsyncIterator[str]:
     """A run's events as SSE messages, with a keep-alive comment while the model is silent.
     When the client goes away Django closes this generator; the run goes on. When the token
     is revoked or expires, the stream ends with an `error` event (`unauthorized`)."""
@@ -255,10 +253,10 @@ async def message_send(request: HttpRequest, public_id: uuid.UUID) -> HttpRespon
     content = protocol.message_content(frame)
     # Subscribe before the run exists: its first events cannot be missed (and the buffer
     # replay covers the rest).
-    follower = RunFollower(conversation.group_name, until_run_ends=True, credential=request.api_credential)
+    follower = engine.RunFollower(conversation.group_name, until_run_ends=True, credential=request.api_credential)
     await follower.subscribe()
     try:
-        started = await runs.start_run(
+        started = await engine.start(
             user=request.api_user,
             conversation=conversation,
             content=content,
@@ -283,9 +281,9 @@ async def run_events(request: HttpRequest, public_id: uuid.UUID) -> HttpResponse
     last_event_id = request.headers.get("Last-Event-ID", "").strip()
     if last_event_id:
         after = protocol.bounded_int(last_event_id, "Last-Event-ID", default=after)
-    await sync_to_async(transitions.release_dead_runs)(conversation=conversation)
+    await sync_to_async(engine.release_dead_runs)(conversation=conversation)
 
-    follower = RunFollower(conversation.group_name, until_run_ends=True, credential=request.api_credential)
+    follower = engine.RunFollower(conversation.group_name, until_run_ends=True, credential=request.api_credential)
     await follower.subscribe()  # before looking at the run: nothing it publishes from now is missed
     try:
         runs_here = Run.objects.filter(conversation=conversation)
@@ -316,7 +314,7 @@ async def run_events(request: HttpRequest, public_id: uuid.UUID) -> HttpResponse
 async def _finished_run_events(run: Run, *, after: int) -> HttpResponse:
     if after >= run.last_seq:
         return HttpResponse(status=204)  # the client has it all
-    events = await buffered_events(str(run.public_id), after=after)
+    events = await engine.buffered_events(str(run.public_id), after=after)
     complete = bool(events) and events[0]["seq"] == after + 1 and events[-1]["type"] in wire.END_OF_RUN
     if not complete:
         raise AppError(
@@ -334,7 +332,7 @@ async def _finished_run_events(run: Run, *, after: int) -> HttpResponse:
 @api_view("POST")
 async def run_cancel(request: HttpRequest, public_id: uuid.UUID) -> HttpResponse:
     conversation = await own_conversation(request, public_id)
-    run = await runs.stop_run(conversation=conversation)
+    run = await engine.stop(conversation=conversation)
     # Stopping is asynchronous: the stream (or GET of the conversation) shows the outcome.
     return JsonResponse({"run": str(run.public_id)}, status=202)
 
@@ -344,8 +342,8 @@ async def approval_decide(request: HttpRequest, public_id: uuid.UUID, call_id: s
     conversation = await own_conversation(request, public_id)
     approve, reason = protocol.approval_decision(json_body(request))
     if not protocol.known_call_id(call_id):  # too long, or text no stored call id has
-        raise AppError("not_found", transitions.APPROVAL_NOT_FOUND)
-    approval = await runs.decide_approval(
+        raise AppError("not_found", engine.APPROVAL_NOT_FOUND)
+    approval = await engine.decide(
         user=request.api_user, conversation=conversation, call_id=call_id, approve=approve, reason=reason
     )
     run = await Run.objects.aget(pk=approval.run_id)

@@ -24,10 +24,8 @@ from django.conf import settings
 from django.db import OperationalError
 
 from accounts.credentials import Credential
-from chat import activity, protocol, selectors, services, wire
+from chat import activity, engine, protocol, selectors, services, wire
 from chat.conversations import conversation_rename
-from chat.engine import runs, transitions
-from chat.engine.follow import EventOrder
 from chat.feedback import feedback_give
 from chat.models import Conversation, Run
 from config import metrics, ratelimits
@@ -50,7 +48,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self.user = self.scope["user"]
         self.credential: Credential | None = None
         self.watching: dict[str, Conversation] = {}
-        self.order = EventOrder()
+        self.order = engine.EventOrder()
         self.guard: asyncio.Task | None = None
         self.slot: str | None = None
         self.user_group: str | None = None
@@ -184,7 +182,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def on_conversation_open(self, frame: dict[str, Any], request_id: str | None) -> None:
         conversation = await self.own_conversation(frame)
         after = protocol.optional_seq(frame)
-        await sync_to_async(transitions.release_dead_runs)(conversation=conversation)
+        await sync_to_async(engine.release_dead_runs)(conversation=conversation)
         await self.watch(conversation)
         active = await Run.objects.active_in(conversation).afirst()
         followed = active
@@ -210,7 +208,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         conversation = await self.own_conversation(frame)
         content = protocol.message_content(frame)
         await self.watch(conversation)
-        await runs.start_run(
+        await engine.start(
             user=self.user, conversation=conversation, content=content, request_id=request_id or current_request_id()
         )
 
@@ -225,7 +223,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def replace_last_turn(self, frame: dict[str, Any], request_id: str | None, **change: Any) -> None:
         conversation = await self.own_conversation(frame)
         await self.watch(conversation)
-        await runs.replace_last_turn(
+        await engine.replace(
             user=self.user, conversation=conversation, request_id=request_id or current_request_id(), **change
         )
 
@@ -234,11 +232,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         call_id = protocol.call_id(frame)
         approve, reason = protocol.approval_decision(frame)
         await self.watch(conversation)
-        await runs.decide_approval(user=self.user, conversation=conversation, call_id=call_id, approve=approve, reason=reason)
+        await engine.decide(user=self.user, conversation=conversation, call_id=call_id, approve=approve, reason=reason)
 
     async def on_run_cancel(self, frame: dict[str, Any], request_id: str | None) -> None:
         conversation = await self.own_conversation(frame)
-        await runs.stop_run(conversation=conversation)
+        await engine.stop(conversation=conversation)
 
     async def on_feedback_give(self, frame: dict[str, Any], request_id: str | None) -> None:
         """Answered, like every other tab of the user, by `feedback.updated`."""

@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from agents_app import providers
 from agents_app.registry import all_specs, available_specs
-from chat import export, services
+from chat import engine, export, services
 from chat.conversations import conversation_rename as rename_service
 from chat.feedback import feedback_give
 from chat.forms import FeedbackForm, NewConversationForm, RenameForm
@@ -188,7 +188,7 @@ def conversation_delete(request, public_id):
     if request.method != "POST" or request.POST.get("ask"):
         return render(request, "chat/conversation_confirm_delete.html", {"conversation": conversation, "next": next_url})
     title = str(conversation.title or "New conversation")
-    services.conversation_delete(conversation=conversation)
+    engine.delete_now(conversation=conversation)
     flash.success(request, f"Deleted “{title}”.")
     # Never back to the page of the conversation that was just deleted.
     if next_url.startswith(reverse("chat:conversation_detail", args=[public_id])):

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from config.errors import AppError
 
 # A follower stops after one of these: the run ended, or it waits for a tool approval.
+# The channel-layer message carrying a batch of events to a conversation's or a user's group
+# (consumers: `chat_events`; followers: `chat.engine.follow`).
+EVENTS_MESSAGE = "chat.events"
 END_OF_RUN = ("run.finished", "run.paused")
 # The events that end every run, in order (see `end_of_run`); their seqs are reserved before
 # the reply is stored, so a process that continues the run's numbering never reuses one.

@@ -11,11 +11,11 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from accounts.asgi import BearerTokenAuthMiddleware  # noqa: E402
-from chat.engine.runs import drain_on_shutdown  # noqa: E402
+from chat import engine  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 
 # A deploy or scale-down (SIGTERM) lets runs in flight finish before the process exits.
-drain_on_shutdown()
+engine.install_shutdown_hook()
 
 application = ProtocolTypeRouter(
     {

@@ -1,5 +1,5 @@
 """Running cases through the real run service, exactly the path a socket message takes:
-`chat.services.conversation_create`, `chat.engine.runs.start_run`, `chat.engine.runs.wait_for_run`, then the
+`chat.services.conversation_create`, `chat.engine.start`, `chat.engine.wait_for_run`, then the
 stored reply (`chat.models.Message`, its `activity`) and run (`chat.models.Run`).
 
 The evaluation has its own users (a customer, a staff member, and someone else whose order
@@ -24,8 +24,7 @@ from django.utils import timezone
 
 from agents_app.models import Order, Ticket
 from agents_app.session import DjangoSession
-from chat import services
-from chat.engine import runs
+from chat import engine, services
 from chat.models import Approval, Conversation, Message, Run
 from evals.cases import Case
 from evals.judge import Observation, ToolUse, Verdict, judge
@@ -74,7 +73,7 @@ def prepare() -> Users:
         user.save()
         users[key] = user
     for conversation in Conversation.objects.filter(owner__in=users.values()):
-        services.conversation_delete(conversation=conversation)
+        engine.delete_now(conversation=conversation)
     Ticket.objects.filter(owner__in=users.values()).delete()
     today = timezone.localdate()
     for number, owner, status, items, total, carrier, days, refunded in ORDERS:
@@ -125,14 +124,14 @@ def _seed(conversation: Conversation, case: Case) -> list[dict]:
 
 
 async def _turn(user, conversation: Conversation, content: str, *, request_id: str, timeout: float) -> Run:
-    started = await runs.start_run(user=user, conversation=conversation, content=content, request_id=request_id)
+    started = await engine.start(user=user, conversation=conversation, content=content, request_id=request_id)
     run_id = str(started.run.public_id)
     try:
-        await asyncio.wait_for(runs.wait_for_run(run_id), timeout)
+        await asyncio.wait_for(engine.wait_for_run(run_id), timeout)
     except TimeoutError:
         log.warning("case turn %s took over %ss; stopping it", request_id, timeout)
-        await runs.stop_run(conversation=conversation)
-        await runs.wait_for_run(run_id)
+        await engine.stop(conversation=conversation)
+        await engine.wait_for_run(run_id)
     return await Run.objects.aget(pk=started.run.pk)
 
 
@@ -140,17 +139,17 @@ async def _decide(case: Case, user, conversation: Conversation, run: Run, *, tim
     """A run waiting for approval: the case's decision (approve, reject, or nobody answers and
     the user stops it). Returns the run as it ended."""
     if case.approval == "leave":
-        await runs.stop_run(conversation=conversation)
+        await engine.stop(conversation=conversation)
     else:
         async for approval in Approval.objects.filter(run=run, status=Approval.Status.PENDING):
-            await runs.decide_approval(
+            await engine.decide(
                 user=user, conversation=conversation, call_id=approval.call_id, approve=case.approval == "approve"
             )
         try:
-            await asyncio.wait_for(runs.wait_for_run(str(run.public_id)), timeout)
+            await asyncio.wait_for(engine.wait_for_run(str(run.public_id)), timeout)
         except TimeoutError:
-            await runs.stop_run(conversation=conversation)
-            await runs.wait_for_run(str(run.public_id))
+            await engine.stop(conversation=conversation)
+            await engine.wait_for_run(str(run.public_id))
     return await Run.objects.aget(pk=run.pk)
 
 

@@ -79,3 +79,35 @@ def test_the_layout_check_catches_a_forbidden_import(tmp_path):
     (tmp_path / "agents_app" / "bad.py").write_text("from chat.models import Run\n\ndef f():\n    import usage.quotas\n")
     reported = [problem.split(" imports ")[1] for problem in _violations("agents_app", tmp_path)]
     assert reported == ["chat.models", "chat.models.Run", "usage.quotas"]
+
+
+def _engine_reach(root: Path = ROOT) -> list[str]:
+    """Modules outside `chat/engine/` that reach past its façade (`chat.engine`)."""
+    found = []
+    for package in APPS + ("config",):
+        for path in _source_files(package, root):
+            where = path.relative_to(root)
+            if where.parts[:2] == ("chat", "engine"):
+                continue
+            for line, module in _imports(path):
+                if module.startswith("chat.engine.") and module.count(".") >= 2 and module.split(".")[2] not in _FACADE:
+                    found.append(f"{where}:{line} imports {module}")
+    return found
+
+
+# What `from chat.engine import X` may name (the façade's own names, not its modules).
+_FACADE = set(__import__("chat.engine", fromlist=["__all__"]).__all__)
+
+
+def test_the_run_is_reached_only_through_the_engine_facade():
+    assert _engine_reach() == []
+
+
+def test_the_facade_check_catches_a_reach_past_it(tmp_path):
+    (tmp_path / "chat").mkdir()
+    (tmp_path / "chat" / "bad.py").write_text(
+        "from chat.engine import start\nfrom chat.engine.runs import RunExecutor\nimport chat.engine.transitions\n"
+    )
+    assert [problem.split(" imports ")[1] for problem in _engine_reach(tmp_path)] == [
+        "chat.engine.runs", "chat.engine.runs.RunExecutor", "chat.engine.transitions"
+    ]

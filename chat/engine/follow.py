@@ -30,8 +30,9 @@ from django.utils import timezone
 from accounts.credentials import REVOKED, Credential
 from chat import wire
 from chat.engine import transitions
-from chat.engine.streams import EVENTS_MESSAGE, event_buffer
+from chat.engine.process import engine
 from chat.models import Message, Run
+from chat.wire import EVENTS_MESSAGE
 from config.errors import AppError
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ CLOSE_MESSAGE = "follower.close"
 
 async def buffered_events(run_id: str, *, after: int = 0) -> list[dict[str, Any]]:
     """The run's buffered events with seq > after, in seq order."""
-    return await event_buffer().read(run_id, after=after)
+    return await engine.buffer.read(run_id, after=after)
 
 
 class EventOrder:

@@ -14,9 +14,7 @@ resumes it.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +34,8 @@ from agents_app.registry import AgentSpec, get_spec
 from agents_app.session import DjangoSession
 from chat import activity, services, wire
 from chat.engine import transitions
-from chat.engine.streams import RunStream, run_control, send_to_conversation
+from chat.engine.process import engine
+from chat.engine.streams import RunStream, send_to_conversation
 from chat.models import Approval, Conversation, Message, Run
 from chat.transcript import StreamEventMapper, Transcript, field_of, parse_arguments
 from config import metrics
@@ -47,89 +46,7 @@ from usage.tokens import counts_from_sdk
 
 log = logging.getLogger(__name__)
 
-# Executors of the runs this process is executing, by run public id.
-_executors: dict[str, RunExecutor] = {}
 SHUTDOWN_ERROR = "The server restarted before this reply finished. Send your message again."
-
-
-class _Drain:
-    """A process that is shutting down (SIGTERM: a deploy, a scale-down) starts no new run,
-    lets the runs in flight finish for up to RUN_DRAIN_SECONDS, then ends the rest as
-    interrupted at once (turn closed, conversation freed, true status) instead of leaving them
-    to the 30-second stale mark."""
-
-    def __init__(self) -> None:
-        self.active = False
-
-    def refuse_new_runs(self) -> None:
-        if self.active:
-            raise AppError("shutting_down", "This server is restarting. Send again: another one will answer.", retry_after=1)
-
-    async def run(self, timeout: float) -> None:
-        self.active = True
-        running = [executor.task for executor in list(_executors.values()) if executor.task is not None]
-        log.info("shutting down: waiting up to %.0f s for %d runs in flight", timeout, len(running))
-        if running:
-            await asyncio.wait(running, timeout=timeout)
-        leftover = [executor for executor in list(_executors.values()) if executor.task is not None and not executor.task.done()]
-        for executor in leftover:
-            executor.interrupt_for_shutdown()
-        if leftover:
-            log.warning("shutting down: %d runs did not finish in time; ending them as interrupted", len(leftover))
-            await asyncio.wait([executor.task for executor in leftover], timeout=10)
-
-
-drain = _Drain()
-
-
-class _Heartbeat:
-    """One task per process proves every run it executes alive, every RUN_HEARTBEAT_SECONDS,
-    in a few queries for all of them (not a task and three queries per run): it saves the
-    partial replies that changed since the last beat (so a crash keeps them) and stops the runs
-    someone asked, through the database, to stop."""
-
-    def __init__(self) -> None:
-        self.task: asyncio.Task | None = None
-
-    def ensure_running(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self.task is None or self.task.done() or self.task.get_loop() is not loop:
-            self.task = loop.create_task(self._beat_while_running(), context=contextvars.Context())
-
-    async def _beat_while_running(self) -> None:
-        while _executors:
-            await asyncio.sleep(settings.RUN_HEARTBEAT_SECONDS)
-            # Every run this process holds beats, also one still waiting for its turn on a busy
-            # loop: a silent run is declared dead by other processes and by its followers.
-            beating = list(_executors.values())
-            if not beating:
-                continue
-            beats = [executor.beat() for executor in beating]
-            try:
-                to_stop = await sync_to_async(transitions.runs_heartbeat)(beats=beats)
-            except Exception:
-                log.exception("heartbeat of %d runs failed", len(beats))
-                continue
-            for executor in beating:
-                if executor.run.pk in to_stop and not executor.stop_requested:
-                    executor.request_stop()
-
-
-heartbeat = _Heartbeat()
-
-
-def drain_on_shutdown() -> None:
-    """Under daphne (Twisted), drain before the reactor stops: a "before shutdown" trigger
-    that returns a Deferred holds the shutdown until the drain is over (daphne itself closes
-    the sockets meanwhile; their clients reconnect to another process and follow the runs there)."""
-    if "twisted.internet.reactor" not in sys.modules:
-        return  # not under daphne (which installs its reactor before loading the application)
-    from twisted.internet import defer, reactor
-
-    def before_shutdown():
-        return defer.Deferred.fromFuture(asyncio.ensure_future(drain.run(settings.RUN_DRAIN_SECONDS)))
-
-    reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
 
 
 async def start_run(*, user, conversation: Conversation, content: str, request_id: str = "") -> transitions.StartedRun:
@@ -138,7 +55,7 @@ async def start_run(*, user, conversation: Conversation, content: str, request_i
     (checked with the runs in flight, see `transitions._admit`), `provider_not_configured`, or
     `shutting_down` while this process drains, and `unknown_agent` for an agent the user may
     not run (a staff-only one)."""
-    drain.refuse_new_runs()
+    engine.refuse_new_runs()
     services.agent_for(user=user, agent_key=conversation.agent_key)
     providers.require_provider()
     # `database_sync_to_async`: the connection goes back to the pool right after (a request
@@ -153,7 +70,7 @@ async def replace_last_turn(
 ) -> transitions.StartedRun:
     """Regenerate the last reply, or answer an edited last question, as a new run. Refuses
     like `start_run`, and with `not_editable` when there is no such last turn."""
-    drain.refuse_new_runs()
+    engine.refuse_new_runs()
     services.agent_for(user=user, agent_key=conversation.agent_key)
     providers.require_provider()
     started = await database_sync_to_async(transitions.run_create_replacing_last_turn)(
@@ -164,15 +81,7 @@ async def replace_last_turn(
 
 
 def _launch(executor: RunExecutor) -> None:
-    _executors[executor.run_id] = executor
-    metrics.runs_started.inc()
-    metrics.runs_in_flight.set(len(_executors))
-    heartbeat.ensure_running()
-    # A fresh context: the run outlives the request or socket that started it, and must not
-    # inherit its per-request ORM thread (asgiref's ThreadSensitiveContext), which ends with it.
-    executor.task = asyncio.create_task(
-        executor.execute(), name=f"agent-run-{executor.run_id}", context=contextvars.Context()
-    )
+    engine.launch(executor, executor.execute())
 
 
 async def stop_run(*, conversation: Conversation) -> Run:
@@ -190,11 +99,11 @@ async def stop_run(*, conversation: Conversation) -> Run:
             await publish_end_of_parked_run(run, reply, conversation=conversation, status=Run.Status.CANCELLED)
         return run
     await sync_to_async(transitions.run_request_cancel)(run=run)
-    executor = _executors.get(str(run.public_id))
+    executor = engine.executor(str(run.public_id))
     if executor is not None:
         executor.request_stop()
     else:
-        await run_control.send_stop(str(run.public_id))
+        await engine.control.send_stop(str(run.public_id))
     return run
 
 
@@ -224,15 +133,20 @@ async def decide_approval(*, user, conversation: Conversation, call_id: str, app
     return approval
 
 
+async def delete_conversation(*, conversation: Conversation) -> None:
+    """Delete a conversation with its messages, runs and SDK history."""
+    await sync_to_async(services.conversation_delete)(conversation=conversation)
+
+
 async def wait_for_run(run_id: str) -> None:
     """Wait until a run executing in this process has stored its outcome (tests, SSE)."""
-    executor = _executors.get(str(run_id))
+    executor = engine.executor(run_id)
     if executor is not None and executor.task is not None:
         await asyncio.shield(executor.task)
 
 
 def active_executor(run_id: str) -> RunExecutor | None:
-    return _executors.get(str(run_id))
+    return engine.executor(run_id)
 
 
 async def publish_end_of_parked_run(run: Run, reply: Message, *, conversation: Conversation, status: str) -> None:
@@ -242,7 +156,7 @@ async def publish_end_of_parked_run(run: Run, reply: Message, *, conversation: C
     last_seq = await sync_to_async(transitions.run_reserve_seq)(run=run, count=len(wire.END_OF_RUN_EVENTS))
     stream = RunStream(
         conversation_id=str(conversation.public_id), run_id=str(run.public_id), group=conversation.group_name,
-        last_seq=last_seq,
+        last_seq=last_seq, buffer=engine.buffer,
     )
     for event in events:
         await stream.publish(event)
@@ -296,6 +210,7 @@ class RunExecutor:
             run_id=self.run_id,
             group=conversation.group_name,
             last_seq=run.last_seq,
+            buffer=engine.buffer,
         )
 
     def request_stop(self) -> None:
@@ -325,8 +240,7 @@ class RunExecutor:
                 )
             )
         finally:
-            _executors.pop(self.run_id, None)
-            metrics.runs_in_flight.set(len(_executors))
+            engine.ended(self)
 
     async def publish(self, event: dict[str, Any]) -> None:
         published = await self.stream.publish(event)
@@ -341,13 +255,13 @@ class RunExecutor:
         # Not streamed live: text an output guardrail must check first, and structured outputs
         # (JSON that is shown as a card once complete).
         self.hold_text = _holds_text(spec)
-        await run_control.watch(self.run_id, self.request_stop)  # a stop asked for in another process
+        await engine.control.watch(self.run_id, self.request_stop)  # a stop asked for in another process
         self.transcript = transcript
         try:
             ending = await self._run_agent(spec, agent, session, transcript)
         finally:
             self.transcript = None  # no more beats: the outcome is stored next
-            await run_control.unwatch(self.run_id)
+            await engine.control.unwatch(self.run_id)
             await self._settle_sdk()
         if ending.paused:
             await self._pause(transcript)

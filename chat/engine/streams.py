@@ -29,6 +29,7 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from chat.wire import EVENTS_MESSAGE
 from config import metrics
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,6 @@ ACTIVE_TTL_SECONDS = 3600
 # Queued events beyond which consecutive text deltas are merged before sending.
 MERGE_BACKLOG = 16
 # The channel-layer message carrying a batch of a run's events (consumers: `chat_events`).
-EVENTS_MESSAGE = "chat.events"
 STOP_MESSAGE = "run.stop"
 
 
@@ -123,16 +123,6 @@ class RedisBuffer:
         await self._client().expire(self._key(run_id), FINISHED_TTL_SECONDS)
 
 
-_buffer: MemoryBuffer | RedisBuffer | None = None
-
-
-def event_buffer() -> MemoryBuffer | RedisBuffer:
-    global _buffer
-    if _buffer is None:
-        _buffer = RedisBuffer(settings.REDIS_URL) if settings.REDIS_URL else MemoryBuffer()
-    return _buffer
-
-
 async def send_to_conversation(group: str, events: list[dict[str, Any]]) -> None:
     """Events to every follower of a conversation, in one layer message."""
     await get_channel_layer().group_send(group, {"type": EVENTS_MESSAGE, "events": events})
@@ -141,12 +131,12 @@ async def send_to_conversation(group: str, events: list[dict[str, Any]]) -> None
 class RunStream:
     """The publisher for one run. Only the process executing the run holds one."""
 
-    def __init__(self, *, conversation_id: str, run_id: str, group: str, last_seq: int = 0) -> None:
+    def __init__(self, *, conversation_id: str, run_id: str, group: str, buffer: MemoryBuffer | RedisBuffer, last_seq: int = 0) -> None:
         self.conversation_id = conversation_id
         self.run_id = run_id
         self.group = group
         self.seq = last_seq
-        self._buffer = event_buffer()
+        self._buffer = buffer
         self._failing = False
         self._pending: list[dict[str, Any]] = []
         self._idle = asyncio.Event()
@@ -278,5 +268,3 @@ class RunControl:
     async def send_stop(self, run_id: str) -> None:
         await get_channel_layer().group_send(_stop_group(run_id), {"type": STOP_MESSAGE, "run": run_id})
 
-
-run_control = RunControl()

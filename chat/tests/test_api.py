@@ -21,7 +21,7 @@ from django.utils import timezone
 from accounts.services import api_token_create, api_token_revoke
 from chat import api as chat_api
 from chat.engine import follow, runs
-from chat.engine.streams import event_buffer
+from chat.engine.process import engine
 from chat.models import Conversation, Message, Run
 from chat.tests.api_helpers import SseReader, api_client, events, parse_sse, token_for
 from chat.tests.factories import ReplyFactory, RunFactory, finished_reply
@@ -515,7 +515,7 @@ async def test_approval_over_http_pauses_then_resumes_the_run(api, conversation,
 async def test_buffered_events_are_read_by_seq_not_by_position():
     run_id = f"buffer-test-{uuid.uuid4()}"
     for seq in (7, 8, 9):  # a buffer that (after expiring) starts at seq 7
-        await event_buffer().append(run_id, [{"type": "message.delta", "run": run_id, "seq": seq, "delta": str(seq)}])
+        await engine.buffer.append(run_id, [{"type": "message.delta", "run": run_id, "seq": seq, "delta": str(seq)}])
     assert [e["seq"] for e in await follow.buffered_events(run_id, after=7)] == [8, 9]
 
 

@@ -428,19 +428,20 @@ async def test_responses_api_is_the_default_for_openai(settings):
 
 
 async def test_events_the_layer_dropped_are_refilled_from_the_buffer_in_order(user, conversation):
-    from chat.engine.streams import RunStream, event_buffer
+    from chat.engine.process import engine
+    from chat.engine.streams import RunStream
 
     ws = await connect(user)
     await ws.send_json_to({"type": "conversation.open", "conversation": str(conversation.public_id)})
     await ws.receive_json_from()  # conversation.state
     run_id = f"run-{uuid.uuid4()}"  # Redis keeps buffers between test runs
-    stream = RunStream(conversation_id=str(conversation.public_id), run_id=run_id, group=conversation.group_name)
+    stream = RunStream(conversation_id=str(conversation.public_id), run_id=run_id, group=conversation.group_name, buffer=engine.buffer)
     await stream.publish({"type": "message.delta", "delta": "one "})
     await stream.flush()
     # The next two never reach this socket's channel (as when the layer's channel is full)...
     for delta in ("two ", "three "):
         stream.seq += 1
-        await event_buffer().append(
+        await engine.buffer.append(
             run_id, [{"type": "message.delta", "delta": delta, "conversation": stream.conversation_id, "run": run_id, "seq": stream.seq}]
         )
     # ...and the following one does.
@@ -454,9 +455,9 @@ async def test_events_the_layer_dropped_are_refilled_from_the_buffer_in_order(us
 
 
 async def test_replay_buffer_serves_a_run_resumed_after_its_buffer_expired():
-    from chat.engine.streams import event_buffer
+    from chat.engine.process import engine
 
-    buffer = event_buffer()
+    buffer = engine.buffer
     run_id = f"run-{uuid.uuid4()}"
     # Paused at seq 5 and the buffer expired; the resumed run continues at seq 6.
     for seq in (6, 7, 8):

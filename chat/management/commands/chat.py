@@ -4,13 +4,13 @@ same wire events as the web socket.
     python manage.py chat --user demo@example.com --agent assistant
     python manage.py chat --user demo@example.com --conversation 3f1c…   # continue one
 
-The command follows the conversation with `chat.engine.follow.RunFollower` (like the SSE transport:
-replayed, deduplicated and in order), starts each run with `chat.engine.runs.start_run` and renders
+The command follows the conversation with `chat.engine.RunFollower` (like the SSE transport:
+replayed, deduplicated and in order), starts each run with `chat.engine.start` and renders
 the events: text streams as it comes, tool calls, tool results and handoffs get their own
 lines, usage ends the reply.
 The reply is stored like any other, so the conversation continues on the web page.
 
-Ctrl+C during a reply stops the run (`chat.engine.runs.stop_run`); a second Ctrl+C, Ctrl+C at the
+Ctrl+C during a reply stops the run (`chat.engine.stop`); a second Ctrl+C, Ctrl+C at the
 prompt, or end of input (Ctrl+D) exits. Lines are read from stdin, so it can be scripted:
 `printf 'What time is it?\\n' | python manage.py chat --user …`.
 """
@@ -31,9 +31,7 @@ from django.core.management.base import BaseCommand, CommandError
 from accounts.selectors import user_for_command
 from agents_app import providers
 from agents_app.registry import UnknownAgent, get_spec
-from chat import selectors, services
-from chat.engine import runs
-from chat.engine.follow import RunFollower
+from chat import engine, selectors, services
 from chat.models import Conversation
 from config.errors import AppError
 from usage.formatting import format_cost
@@ -111,7 +109,7 @@ class TerminalChat:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         self._start_reader(loop)
-        self.follower = RunFollower(self.conversation.group_name)
+        self.follower = engine.RunFollower(self.conversation.group_name)
         await self.follower.subscribe()
         handles_signals = threading.current_thread() is threading.main_thread()
         if handles_signals:
@@ -147,7 +145,7 @@ class TerminalChat:
 
     async def _send(self, content: str) -> None:
         try:
-            started = await runs.start_run(
+            started = await engine.start(
                 user=self.user, conversation=self.conversation, content=content, request_id=f"cli-{uuid.uuid4().hex[:12]}"
             )
         except AppError as exc:
@@ -187,16 +185,16 @@ class TerminalChat:
 
     async def _stop(self) -> None:
         with contextlib.suppress(AppError):  # it ended meanwhile
-            await runs.stop_run(conversation=self.conversation)
+            await engine.stop(conversation=self.conversation)
 
     async def _settle(self) -> None:
         """Leave nothing half-done: a run this process still executes ends before we exit."""
         run_id = self.replying
-        if run_id and runs.active_executor(run_id) is not None:
+        if run_id and engine.is_executing_here(run_id):
             if not self.stop_sent:
                 await self._stop()
             try:
-                await asyncio.wait_for(runs.wait_for_run(run_id), timeout=15)
+                await asyncio.wait_for(engine.wait_for_run(run_id), timeout=15)
             except TimeoutError:
                 self.write("! The run did not stop in time; recover_runs will release it.\n")
         from agents_app import tracing

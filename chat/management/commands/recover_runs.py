@@ -3,7 +3,7 @@ close their turn in the SDK history and release their conversation's lock."""
 
 from django.core.management.base import BaseCommand
 
-from chat.engine.transitions import release_dead_runs
+from chat.engine import release_dead_runs
 
 
 class Command(BaseCommand):
