@@ -41,7 +41,6 @@ from chat.transcript import StreamEventMapper, Transcript, field_of, parse_argum
 from config import metrics
 from config.errors import AppError
 from config.logging import bind_request_id
-from usage.quotas import check_quota
 from usage.tokens import counts_from_sdk
 
 log = logging.getLogger(__name__)
@@ -51,13 +50,8 @@ SHUTDOWN_ERROR = "The server restarted before this reply finished. Send your mes
 
 async def start_run(*, user, conversation: Conversation, content: str, request_id: str = "") -> transitions.StartedRun:
     """Store the message and start the run. Refuses with an `AppError` before anything is
-    stored: `busy`/`approval_pending` (a run is active), `too_many_runs`, `quota_exceeded`
-    (checked with the runs in flight, see `transitions._admit`), `provider_not_configured`, or
-    `shutting_down` while this process drains, and `unknown_agent` for an agent the user may
-    not run (a staff-only one)."""
-    engine.refuse_new_runs()
-    services.agent_for(user=user, agent_key=conversation.agent_key)
-    providers.require_provider()
+    stored, as `transitions.admit` decides: `busy`/`approval_pending`, `too_many_runs`,
+    `quota_exceeded`, `provider_not_configured`, `shutting_down`, `unknown_agent`."""
     # `database_sync_to_async`: the connection goes back to the pool right after (a request
     # that streams the run must not hold one for its whole life).
     started = await database_sync_to_async(transitions.run_create)(conversation=conversation, content=content, request_id=request_id)
@@ -70,9 +64,6 @@ async def replace_last_turn(
 ) -> transitions.StartedRun:
     """Regenerate the last reply, or answer an edited last question, as a new run. Refuses
     like `start_run`, and with `not_editable` when there is no such last turn."""
-    engine.refuse_new_runs()
-    services.agent_for(user=user, agent_key=conversation.agent_key)
-    providers.require_provider()
     started = await database_sync_to_async(transitions.run_create_replacing_last_turn)(
         conversation=conversation, request_id=request_id, edited_message_id=edited_message_id, content=content
     )
@@ -110,15 +101,15 @@ async def stop_run(*, conversation: Conversation) -> Run:
 async def decide_approval(*, user, conversation: Conversation, call_id: str, approve: bool, reason: str = "") -> Approval:
     """Approve or reject a pending tool call; when it was the last one pending, resume the run
     in this process (whichever process that is). Refuses with `not_found`, `already_decided`,
-    `quota_exceeded` (a decision resumes the run, which then uses tokens again) or
-    `unknown_agent` (a staff-only agent, for someone no longer staff)."""
+    or, for the decision that would resume the run, whatever `transitions.admit` refuses
+    (`too_many_runs`, `quota_exceeded`, `unknown_agent`, …): then that decision is not recorded
+    and can be made again."""
     services.agent_for(user=user, agent_key=conversation.agent_key)
     await sync_to_async(transitions.expire_approvals)(conversation=conversation)
-    await sync_to_async(check_quota)(user=user)
     run = await Run.objects.filter(conversation=conversation, approvals__call_id=call_id).order_by("-created_at").afirst()
     if run is None:
         raise AppError("not_found", transitions.APPROVAL_NOT_FOUND)
-    approval, all_decided = await sync_to_async(transitions.approval_decide)(
+    approval, resumed = await sync_to_async(transitions.approval_decide)(
         run=run, call_id=call_id, approve=approve, reason=reason, user=user
     )
     # Every open tab hears of the decision at once; the resumed run's own events follow.
@@ -126,7 +117,7 @@ async def decide_approval(*, user, conversation: Conversation, call_id: str, app
         conversation.group_name,
         [wire.approval_decided(conversation=conversation, run=run, call_id=call_id, approved=approve, reason=reason)],
     )
-    if all_decided and await sync_to_async(transitions.run_claim_paused)(run=run):
+    if resumed:
         await run.arefresh_from_db()
         reply = await Message.objects.aget(run=run, role=Message.Role.ASSISTANT)
         _launch(RunExecutor(run, reply=reply, user=user, conversation=conversation, resume=True))

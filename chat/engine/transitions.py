@@ -93,7 +93,7 @@ def _start(
     release_dead_runs(conversation=conversation)
     try:
         with transaction.atomic():
-            _admit(conversation=conversation)
+            admit(conversation=conversation)
             now = timezone.now()
             run = Run.objects.create(
                 conversation=conversation,
@@ -135,13 +135,31 @@ def _refuse_busy(conversation: Conversation) -> None:
     raise ConversationBusy() from None
 
 
-def _admit(*, conversation: Conversation) -> None:
-    """May the conversation's owner start a run now? Under a lock on the owner's row, so the
-    checks below and the run they admit are one step for every process: parallel messages
-    cannot all pass a budget or a cap that each of them alone would pass."""
+def admit(*, conversation: Conversation, resuming: Run | None = None) -> None:
+    """May a run of the conversation execute now: a new one (a message, an edit, a
+    regeneration) or, with `resuming`, a parked one whose approvals are all decided? The one
+    admission of every way into a run, inside the caller's transaction:
+
+    * this process is not draining (`shutting_down`);
+    * the agent exists for the owner (`unknown_agent`: staff-only, for someone no longer staff)
+      and a model provider is configured (`provider_not_configured`);
+    * nothing else runs in the conversation (`busy` / `approval_pending`);
+    * the owner has fewer than AGENTS_MAX_ACTIVE_RUNS_PER_USER runs executing (`too_many_runs`);
+    * the owner's budget has room for the run's reservation (`quota_exceeded`).
+
+    Under a lock on the owner's row, so the checks and the run they admit are one step for
+    every process: parallel messages, or decisions, cannot all pass a budget or a cap that
+    each of them alone would pass."""
+    from agents_app import providers
+    from chat import services
+    from chat.engine.process import engine
+
+    engine.refuse_new_runs()
     User = get_user_model()
     owner = User.objects.select_for_update().get(pk=conversation.owner_id)
-    if Run.objects.active_in(conversation).exists():
+    services.agent_for(user=owner, agent_key=conversation.agent_key)
+    providers.require_provider()
+    if resuming is None and Run.objects.active_in(conversation).exists():
         _refuse_busy(conversation)
     running = Run.objects.filter(conversation__owner=owner, status__in=(Run.Status.QUEUED, Run.Status.RUNNING)).count()
     cap = settings.AGENTS_MAX_ACTIVE_RUNS_PER_USER
@@ -343,10 +361,15 @@ def run_pause(*, run: Run, state: str, approvals: list[dict], outcome: RunOutcom
 
 @transaction.atomic
 def approval_decide(*, run: Run, call_id: str, approve: bool, reason: str, user) -> tuple[Approval, bool]:
-    """Record one decision. Returns the approval and whether every approval of the run is now
-    decided (then the run can resume)."""
-    # Lock the run first: decisions on its approvals from two processes at once must not both
-    # see the other one still pending (then nobody would resume the run).
+    """Record one decision and, when it was the last one pending, resume the run: admitted
+    like any run (`admit`, under the owner's lock), then claimed running with a new
+    reservation. Returns the approval and whether the run resumed (then the caller executes
+    it). One transaction: a decision the admission refuses (`too_many_runs`,
+    `quota_exceeded`, …) is not recorded either, and the user can decide again later."""
+    conversation = Conversation.objects.get(pk=run.conversation_id)
+    # Lock the owner, then the run: decisions on its approvals from two processes at once must
+    # not both see the other one still pending (then nobody would resume the run).
+    get_user_model().objects.select_for_update().filter(pk=conversation.owner_id).first()
     Run.objects.select_for_update().filter(pk=run.pk).first()
     approval = Approval.objects.select_for_update().filter(run=run, call_id=call_id).first()
     if approval is None:
@@ -358,11 +381,13 @@ def approval_decide(*, run: Run, call_id: str, approve: bool, reason: str, user)
     approval.decided_by = user
     approval.decided_at = timezone.now()
     approval.save()
-    return approval, not run.approvals.pending().exists()
+    if run.approvals.pending().exists():
+        return approval, False
+    admit(conversation=conversation, resuming=run)
+    return approval, _claim_paused(run=run)
 
 
-@transaction.atomic
-def run_claim_paused(*, run: Run) -> bool:
+def _claim_paused(*, run: Run) -> bool:
     """Compare-and-set a paused run to running: exactly one process resumes it. Its reply
     streams again (so heartbeats save its text and a crash marks it truthfully) and it reserves
     tokens again like any run in flight."""

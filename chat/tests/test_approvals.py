@@ -17,6 +17,7 @@ from chat.engine import runs, transitions
 from chat.models import Approval, Conversation, Message, Run
 from chat.tests.helpers import connect, extra_tools, of_type, receive_until, send_message, stored_history
 from chat.tests.scripts import streamed
+from config.errors import AppError
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -306,3 +307,42 @@ async def test_a_resumed_run_streams_again_and_a_crash_keeps_the_tools_real_outc
 async def _reply_saved_with_partial_text(run):
     reply = await Message.objects.aget(run=run, role="assistant")
     return reply if "Your refund" in reply.content else None
+
+
+async def test_approving_parked_runs_respects_the_cap_on_runs_at_once(user, script, settings):
+    """Five replies wait for an approval; with a cap of three, approving them one after
+    another resumes three, and the other two decisions are refused with `too_many_runs` (their
+    approvals still wait, and can be made again once a run has finished)."""
+    settings.AGENTS_MAX_ACTIVE_RUNS_PER_USER = 3
+    settings.RATE_LIMIT_SOCKETS_PER_USER = 0
+    conversations = [
+        await Conversation.objects.acreate(owner=user, agent_key="assistant", current_agent_name="Assistant")
+        for _ in range(5)
+    ]
+    gate = asyncio.Event()
+    steps = [refund_steps()[0] for _ in conversations] + [streamed("Refunded ", "it.", gate=gate) for _ in conversations]
+    with script(steps):
+        ws = await connect(user)
+        for conversation in conversations:
+            await pause(ws, conversation)
+        outcomes = []
+        for conversation in conversations:
+            try:
+                await runs.decide_approval(user=user, conversation=conversation, call_id="call_refund", approve=True)
+                outcomes.append("resumed")
+            except AppError as exc:
+                outcomes.append(exc.code)
+        running = await Run.objects.filter(conversation__owner=user, status=Run.Status.RUNNING).acount()
+        pending = await Approval.objects.filter(run__conversation__owner=user, status=Approval.Status.PENDING).acount()
+        gate.set()
+        for run in [r async for r in Run.objects.filter(conversation__owner=user, status=Run.Status.RUNNING)]:
+            await runs.wait_for_run(run.public_id)
+        # A finished run makes room: the refused decision goes through now.
+        await runs.decide_approval(user=user, conversation=conversations[3], call_id="call_refund", approve=True)
+        await runs.wait_for_run((await Run.objects.aget(conversation=conversations[3])).public_id)
+        await ws.disconnect()
+
+    assert outcomes == ["resumed", "resumed", "resumed", "too_many_runs", "too_many_runs"]
+    assert running == 3 and pending == 2
+    assert (await Run.objects.aget(conversation=conversations[3])).status == Run.Status.COMPLETED
+    assert (await Run.objects.aget(conversation=conversations[4])).status == Run.Status.AWAITING_APPROVAL
