@@ -95,12 +95,18 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def _guard(self) -> None:
         """While the socket lives: close it at its token's expiry, recheck its credential every
         AUTH_RECHECK_SECONDS (a revocation message can be lost with the channel layer, or come
-        from a process it does not reach), and keep its connection slot."""
+        from a process it does not reach), keep its connection slot, and end the runs it
+        follows whose process died (silent for RUN_KEEPALIVE_SECONDS, then not alive) with their
+        outcome as stored."""
         checked = refreshed = time.monotonic()
         with contextlib.suppress(asyncio.CancelledError):
             while True:
                 left = self.credential.seconds_left() if self.credential is not None else None
-                await asyncio.sleep(min(settings.AUTH_RECHECK_SECONDS, ratelimits.SLOT_TTL_SECONDS / 3, left if left is not None else float("inf")))
+                await asyncio.sleep(min(
+                    settings.AUTH_RECHECK_SECONDS, ratelimits.SLOT_TTL_SECONDS / 3, settings.RUN_KEEPALIVE_SECONDS,
+                    left if left is not None else float("inf"),
+                ))
+                await self._end_dead_runs(self.order.quiet(settings.RUN_KEEPALIVE_SECONDS))
                 now = time.monotonic()
                 if self.credential is not None and (
                     self.credential.seconds_left() == 0 or now - checked >= settings.AUTH_RECHECK_SECONDS
@@ -112,6 +118,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 if now - refreshed >= ratelimits.SLOT_TTL_SECONDS / 3:
                     refreshed = now
                     await sync_to_async(ratelimits.socket_slots.refresh)(user_id=self.user.pk, slot=self.slot)
+
+    async def _end_dead_runs(self, run_ids: list[str]) -> None:
+        for run_id in run_ids:
+            for event in await self.order.ending_if_over(run_id) or ():
+                await self.send_json(event)
 
     async def _end(self) -> None:
         self.credential_ended = True
@@ -197,6 +208,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if followed is not None:
             for event in await self.order.replay(str(followed.public_id), after=after):
                 await self.send_json(event)
+        if active is not None:  # its events may never come (its process died): watch it
+            self.order.watch_open(str(active.public_id), conversation=str(conversation.public_id))
 
     async def on_conversation_rename(self, frame: dict[str, Any], request_id: str | None) -> None:
         """Answered, like every other tab of the user, by `conversation.renamed`."""
@@ -262,7 +275,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def chat_events(self, message: dict[str, Any]) -> None:
         for incoming in message["events"]:
             if incoming.get("type") == wire.CONVERSATION_ACTIVITY and incoming.get("conversation") in self.watching:
-                continue  # this socket follows that conversation: its run's own events say it all
+                # This socket follows that conversation: its run's own events say it all, unless
+                # the run ended with nobody to say so (the sweeper's notice): then the stored end.
+                if not incoming.get("running"):
+                    await self._end_dead_runs(self.order.quiet(0, conversation=incoming["conversation"]))
+                continue
             for event in await self.order.accept(incoming):
                 await self.send_json(event)
 

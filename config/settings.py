@@ -333,6 +333,9 @@ RUN_DRAIN_SECONDS = env.float("RUN_DRAIN_SECONDS", default=20.0)
 # A run whose heartbeat is older than this is considered dead (its process went away).
 RUN_HEARTBEAT_SECONDS = env.float("RUN_HEARTBEAT_SECONDS", default=5.0)
 RUN_STALE_AFTER_SECONDS = env.float("RUN_STALE_AFTER_SECONDS", default=30.0)
+# Without an event for this long, every follower of a run (socket, SSE, terminal) checks that
+# it is still alive, and the SSE transport sends a keep-alive comment.
+RUN_KEEPALIVE_SECONDS = env.float("RUN_KEEPALIVE_SECONDS", default=15.0)
 
 # Tokens one model call may receive of a conversation (instructions, schemas, history): older
 # turns are left out to fit, the stored history stays whole. Per agent: AgentSpec.max_input_tokens.

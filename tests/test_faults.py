@@ -32,6 +32,7 @@ FAULT_ENV = {
     "AGENTS_MODEL_RETRY_DELAY": "0.05",
     "RUN_HEARTBEAT_SECONDS": "0.3",
     "RUN_STALE_AFTER_SECONDS": "2",
+    "RUN_KEEPALIVE_SECONDS": "1",
 }
 needs_redis = pytest.mark.skipif(
     not settings.REDIS_URL, reason="needs a channel layer shared by processes; runs on the Postgres + Redis pass"
@@ -339,6 +340,29 @@ async def test_process_killed_mid_run_is_recovered(servers, cookie, tmp_path):
         assert run.status == "interrupted" and reply.status == "failed"
         assert reply.content.startswith("You said:") and reply.error
         await assert_recovers(client, conversation)
+
+
+async def test_a_tab_on_another_process_hears_a_killed_runs_end(servers, cookie, tmp_path):
+    """The process executing the run is killed while a tab on another process watches the
+    conversation: within the stale mark plus a keep-alive, that tab hears `run.finished` with
+    status `interrupted` (not "generating" until a reload)."""
+    doomed = start_daphne(tmp_path, name="doomed", extra_env=FAULT_ENV)
+    try:
+        async with ChatClient(doomed, cookie) as client:
+            conversation = await client.create()
+            await client.say(conversation, "[[stall]] this reply will never finish")
+            run_id = (await client.until("message.delta", count=2))[-1]["run"]
+        async with ChatClient(servers[1], cookie) as watcher:
+            await watcher.send({"type": "conversation.open", "conversation": conversation})
+            assert (await watcher.until("conversation.state"))[-1]["run"]["status"] == "running"
+            doomed.kill()
+            window = float(FAULT_ENV["RUN_STALE_AFTER_SECONDS"]) + float(FAULT_ENV["RUN_KEEPALIVE_SECONDS"]) + 2
+            ending = await asyncio.wait_for(watcher.until("run.finished"), timeout=window)
+            assert ending[-1]["run"] == run_id and ending[-1]["status"] == "interrupted"
+            assert of_type(ending, "message.completed")[0]["status"] == "failed"
+            await assert_recovers(watcher, conversation)
+    finally:
+        doomed.kill()
 
 
 @needs_redis

@@ -37,9 +37,6 @@ from config.errors import AppError
 
 log = logging.getLogger(__name__)
 
-# Without an event for this long, a follower checks that the run is still alive (and the SSE
-# transport sends a keep-alive comment).
-KEEPALIVE_SECONDS = 15.0
 CLOSE_MESSAGE = "follower.close"
 
 
@@ -49,10 +46,15 @@ async def buffered_events(run_id: str, *, after: int = 0) -> list[dict[str, Any]
 
 
 class EventOrder:
-    """Exactly once, in order, per run: the seq last delivered of each run followed."""
+    """Exactly once, in order, per run: the seq last delivered of each run followed. It also
+    knows which runs it followed have not ended yet (`open`), and ends one whose process died
+    with the outcome as stored (`ending_if_over`): every transport, the socket included, hears
+    how each run it followed really ended."""
 
     def __init__(self) -> None:
         self.delivered: dict[str, int] = {}
+        # Runs followed that have not ended: run id → (conversation id, when an event last came).
+        self.open: dict[str, tuple[str, float]] = {}
 
     def follow(self, run_id: str, *, after: int = 0) -> None:
         """Deliver `run_id`'s events after `after`; a gap before the first live one is filled."""
@@ -72,19 +74,19 @@ class EventOrder:
         if run_id not in self.delivered:
             # A run this follower did not ask for (another tab started it): from here on.
             self.delivered[run_id] = seq
-            return [event]
+            return self._note([event])
         last = self.delivered[run_id]
         if seq <= last:
             return []  # already delivered from the buffer
         if seq == last + 1:
             self.delivered[run_id] = seq
-            return [event]
+            return self._note([event])
         # The layer dropped events for this follower: the buffer has them (and this one).
         missed = self.take(await buffered_events(run_id, after=last))
         if self.delivered[run_id] < seq:
             self.delivered[run_id] = seq
             missed.append(event)
-        return missed
+        return self._note(missed)
 
     def take(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Those of `events` not delivered yet, in order, marking them delivered."""
@@ -94,7 +96,48 @@ class EventOrder:
             if event["seq"] > self.delivered.get(run_id, 0):
                 self.delivered[run_id] = event["seq"]
                 fresh.append(event)
-        return fresh
+        return self._note(fresh)
+
+    def _note(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Track which runs are open after delivering `events` (a pause ends a run's stream
+        until a decision resumes it)."""
+        for event in events:
+            run_id = event.get("run")
+            if not run_id or not isinstance(event.get("seq"), int):
+                continue
+            if event["type"] in wire.END_OF_RUN:
+                self.open.pop(run_id, None)
+            else:
+                self.open[run_id] = (event.get("conversation", ""), time.monotonic())
+        return events
+
+    def watch_open(self, run_id: str, *, conversation: str) -> None:
+        """A run known to be active (seen in the database) whose events may never come."""
+        self.open.setdefault(run_id, (conversation, time.monotonic()))
+
+    def quiet(self, seconds: float, *, conversation: str | None = None) -> list[str]:
+        """Open runs without an event for `seconds` (of `conversation`, when given)."""
+        now = time.monotonic()
+        return [
+            run_id for run_id, (of, at) in list(self.open.items())
+            if now - at >= seconds and (conversation is None or of == conversation)
+        ]
+
+    async def ending_if_over(self, run_id: str) -> list[dict[str, Any]] | None:
+        """None while the run is alive. Once it is not: what the buffer still has and, when
+        that does not end the run, its end as stored. Its own end events may not be published
+        yet (the outcome is committed first), or never will be (its process died): either way
+        the follower hears how the run really ended, never a stream that just stops."""
+        if await run_is_alive(run_id):
+            if run_id in self.open:
+                self.open[run_id] = (self.open[run_id][0], time.monotonic())
+            return None
+        tail = await self.replay(run_id)
+        if _ends(tail):
+            return tail
+        ending = await stored_ending(run_id, after=self.delivered.get(run_id, 0))
+        self.open.pop(run_id, None)  # also a run that is gone: nothing more will come
+        return tail + self.take(ending)
 
 
 @database_sync_to_async  # a follower lives long: it gives its database connection back each time
@@ -215,7 +258,7 @@ class RunFollower:
 
     async def events(self, run_id: str, *, after: int = 0) -> AsyncIterator[dict[str, Any] | None]:
         """The run's events after `after`, in order, until it ends or pauses; `None` after
-        every KEEPALIVE_SECONDS without one (the run is checked meanwhile: one that died with
+        every RUN_KEEPALIVE_SECONDS without one (the run is checked meanwhile: one that died with
         its process ends the iteration after what the buffer still has)."""
         self.follow(run_id, after=after)
         replayed = await self.order.replay(run_id, after=after)
@@ -229,8 +272,9 @@ class RunFollower:
             except TimeoutError:
                 await self._check_credential()
                 yield None
-                if not await run_is_alive(run_id):
-                    for event in await self._last_events(run_id):
+                ending = await self.order.ending_if_over(run_id)
+                if ending is not None:
+                    for event in ending:
                         yield event
                     return
                 continue
@@ -244,21 +288,9 @@ class RunFollower:
             if _ends(batch):
                 return
 
-
-    async def _last_events(self, run_id: str) -> list[dict[str, Any]]:
-        """A run that is no longer alive: what the buffer still has and, when that does not
-        end the run, its end as stored. Its own end events may not be published yet (the
-        outcome is committed first), or never will be (its process died): either way the
-        client hears how the run really ended, never a stream that just stops."""
-        tail = await self.order.replay(run_id)
-        if _ends(tail):
-            return tail
-        ending = await stored_ending(run_id, after=self.order.delivered[run_id])
-        return tail + self.order.take(ending)
-
     def _wait_seconds(self) -> float:
         left = self.credential.seconds_left() if self.credential is not None else None
-        return KEEPALIVE_SECONDS if left is None else max(min(KEEPALIVE_SECONDS, left), 0.01)
+        return settings.RUN_KEEPALIVE_SECONDS if left is None else max(min(settings.RUN_KEEPALIVE_SECONDS, left), 0.01)
 
     async def _check_credential(self) -> None:
         """Expired, or (every AUTH_RECHECK_SECONDS) no longer valid: stop following."""

@@ -315,8 +315,8 @@ async def test_events_without_run_follow_the_active_run_from_its_start(api, conv
     assert [int(m.id) for m in followed if m.id] == list(range(1, len([m for m in followed if m.id]) + 1))
 
 
-async def test_stream_sends_keepalive_comments_while_the_model_is_silent(api, conversation, script, monkeypatch):
-    monkeypatch.setattr(follow, "KEEPALIVE_SECONDS", 0.05)
+async def test_stream_sends_keepalive_comments_while_the_model_is_silent(api, conversation, script, settings):
+    settings.RUN_KEEPALIVE_SECONDS = 0.05
     gate = asyncio.Event()
     with script([streamed("a", "b", gate=gate)]):
         reader = SseReader((await send(api, conversation)).streaming_content)
@@ -329,10 +329,10 @@ async def test_stream_sends_keepalive_comments_while_the_model_is_silent(api, co
 
 
 @pytest.mark.parametrize("ended_by", ["its-own-process", "a-dead-process"])
-async def test_a_stream_whose_run_ends_unheard_ends_with_the_outcome_as_stored(api, conversation, monkeypatch, ended_by):
+async def test_a_stream_whose_run_ends_unheard_ends_with_the_outcome_as_stored(api, conversation, settings, ended_by):
     """The run's end is committed before its end events go out (under load that gap grows),
     and a run whose process died publishes none: the stream still ends with how it ended."""
-    monkeypatch.setattr(follow, "KEEPALIVE_SECONDS", 0.05)
+    settings.RUN_KEEPALIVE_SECONDS = 0.05
     run = await sync_to_async(RunFactory)(
         conversation=conversation, status=Run.Status.RUNNING, finished_at=None, heartbeat_at=timezone.now()
     )

@@ -469,3 +469,39 @@ async def test_replay_buffer_serves_a_run_resumed_after_its_buffer_expired():
     await buffer.finish(run_id)
     await buffer.append(run_id, [{"type": "message.delta", "delta": "9", "run": run_id, "seq": 9}])
     assert [e["seq"] for e in await buffer.read(run_id, after=7)] == [8, 9]  # appending revives it
+
+
+@pytest.mark.parametrize("noticed_by", ["its-silence", "the-sweepers-notice"])
+async def test_a_socket_following_a_run_whose_process_died_hears_it_ended_as_interrupted(user, conversation, settings, noticed_by):
+    """The run's process died mid-reply: it publishes nothing more. A tab watching it does not
+    show "generating" until reload: after RUN_KEEPALIVE_SECONDS of silence it finds the run
+    dead, or the sweeper's notice (another process ended the run) tells it at once; either way
+    it hears the end as stored, numbered after what it had."""
+    from datetime import timedelta
+
+    from asgiref.sync import sync_to_async
+    from django.utils import timezone
+
+    from chat.engine import transitions
+    from chat.tests.factories import ReplyFactory, RunFactory
+
+    settings.RUN_KEEPALIVE_SECONDS = 0.1 if noticed_by == "its-silence" else 60
+    settings.AUTH_RECHECK_SECONDS = 60
+    run = await sync_to_async(RunFactory)(
+        conversation=conversation, status=Run.Status.RUNNING, finished_at=None, heartbeat_at=timezone.now(), last_seq=4
+    )
+    await sync_to_async(ReplyFactory)(conversation=conversation, run=run, status=Message.Status.STREAMING, content="Half a")
+    ws = await connect(user)
+    await ws.send_json_to({"type": "conversation.open", "conversation": str(conversation.public_id)})
+    state = await ws.receive_json_from()
+    assert state["type"] == "conversation.state" and state["run"]["status"] == "running"
+    await Run.objects.filter(pk=run.pk).aupdate(heartbeat_at=timezone.now() - timedelta(hours=1))  # the process dies
+    if noticed_by == "the-sweepers-notice":
+        await sync_to_async(transitions.release_dead_runs)(conversation=conversation)
+    ending = await receive_until(ws, "run.finished", timeout=5)
+    await ws.disconnect()
+
+    assert [e["type"] for e in ending] == ["message.completed", "usage", "run.finished"]
+    assert ending[-1]["status"] == "interrupted" and ending[0]["status"] == "failed" and ending[0]["content"] == "Half a"
+    assert [e["seq"] for e in ending] == [1, 2, 3]
+    assert (await Run.objects.aget(pk=run.pk)).status == Run.Status.INTERRUPTED
