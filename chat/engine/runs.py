@@ -14,7 +14,9 @@ resumes it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,8 +127,30 @@ async def decide_approval(*, user, conversation: Conversation, call_id: str, app
 
 
 async def delete_conversation(*, conversation: Conversation) -> None:
-    """Delete a conversation with its messages, runs and SDK history."""
+    """Delete a conversation with its messages, runs and SDK history. A run in flight (on any
+    process) or waiting for an approval is stopped first and its end stored: its usage is
+    recorded and its reservation released, and nothing of it is written after the delete."""
+    run = await Run.objects.active_in(conversation).afirst()
+    if run is not None:
+        with contextlib.suppress(AppError):  # it ended meanwhile
+            await stop_run(conversation=conversation)
+        await _until_ended(run, conversation=conversation)
     await sync_to_async(services.conversation_delete)(conversation=conversation)
+
+
+async def _until_ended(run: Run, *, conversation: Conversation) -> None:
+    """Wait until a stopped run has stored its end: at once when it executes here; else its
+    process stops it (pub/sub, or its next heartbeat), or it is found dead."""
+    executor = engine.executor(str(run.public_id))
+    if executor is not None and executor.task is not None:
+        await asyncio.wait({asyncio.shield(executor.task)}, timeout=settings.RUN_STALE_AFTER_SECONDS)
+        return
+    deadline = time.monotonic() + settings.RUN_STALE_AFTER_SECONDS + settings.RUN_HEARTBEAT_SECONDS
+    while time.monotonic() < deadline:
+        await sync_to_async(transitions.release_dead_runs)(conversation=conversation)
+        if not await Run.objects.filter(pk=run.pk, status__in=Run.ACTIVE_STATUSES).aexists():
+            return
+        await asyncio.sleep(0.1)
 
 
 async def wait_for_run(run_id: str) -> None:

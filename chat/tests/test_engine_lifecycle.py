@@ -1,0 +1,76 @@
+"""The run's lifecycle promises at its edges: deleting a conversation while it answers or
+waits for an approval, and what a stopped reply costs. Real database and channel layer; only
+the model is scripted."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from agents import function_tool
+from agents.testing import assistant_message, function_call
+from asgiref.sync import sync_to_async
+
+from agents_app.models import AgentSession
+from chat import engine
+from chat.engine.process import engine as process
+from chat.models import Conversation, Message, Run
+from chat.tests.helpers import extra_tools
+from chat.tests.scripts import streamed
+from tests.waiting import eventually
+from usage.models import UsageRecord
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@function_tool(needs_approval=True)
+def close_account(reason: str) -> str:
+    """Close the user's account.
+
+    Args:
+        reason: Why.
+    """
+    return "Closed."
+
+
+@pytest.fixture
+async def conversation(user):
+    return await Conversation.objects.acreate(owner=user, agent_key="assistant", current_agent_name="Assistant")
+
+
+async def _reply_text(run_pk: int) -> str | None:
+    reply = await Message.objects.filter(run_id=run_pk, role="assistant").afirst()
+    return reply.content if reply and reply.content else None
+
+
+async def test_deleting_a_conversation_while_it_answers_stops_the_run_and_settles_its_usage(user, conversation, script, settings):
+    settings.RUN_HEARTBEAT_SECONDS = 0.05
+    gate = asyncio.Event()  # never set: the model would go on forever
+    with script([streamed("Once upon ", "a time…", gate=gate)]) as model:
+        started = await engine.start(user=user, conversation=conversation, content="Tell me a long story")
+        await eventually(lambda: _reply_text(started.run.pk), what="the reply to start streaming")
+        session_id = conversation.session_id
+        await engine.delete(conversation=conversation)
+
+    assert not await Conversation.objects.filter(pk=conversation.pk).aexists()
+    assert not await AgentSession.objects.filter(session_id=session_id).aexists()  # and not written again
+    assert process.executor(str(started.run.public_id)) is None  # nothing of the run is left to write
+    record = await UsageRecord.objects.aget(user=user)
+    assert record.reserved_tokens == 0  # the day's budget gets its reservation back
+    assert len(model.calls) == 1
+
+
+async def test_deleting_a_conversation_waiting_for_an_approval_ends_the_run_first(user, conversation, script):
+    with extra_tools("assistant", close_account), script(
+        [[assistant_message("Closing it."), function_call("close_account", {"reason": "moving"}, call_id="call_close")]]
+    ):
+        started = await engine.start(user=user, conversation=conversation, content="Close my account")
+        await engine.wait_for_run(started.run.public_id)
+        assert (await Run.objects.aget(pk=started.run.pk)).status == Run.Status.AWAITING_APPROVAL
+        await engine.delete(conversation=conversation)
+
+    assert not await Conversation.objects.filter(pk=conversation.pk).aexists()
+    record = await UsageRecord.objects.aget(user=user)
+    assert record.reserved_tokens == 0 and record.total_tokens > 0  # what the paused run used stays billed
+    # Deciding afterwards finds nothing: the approval went with the conversation.
+    assert not await sync_to_async(lambda: Run.objects.filter(pk=started.run.pk).exists())()
