@@ -76,7 +76,7 @@ admin.site.register(User, UserWithBudgetAdmin)
 class UsageRecordAdmin(admin.ModelAdmin):
     """The usage ledger: one row per run, kept when replies or conversations are deleted."""
 
-    list_display = ("created_at", "user", "agent_key", "model", "requests", "total_tokens", "cost_usd", "conversation", "run")
+    list_display = ("created_at", "user", "agent_key", "model", "requests", "total_tokens", "estimated", "cost_usd", "conversation", "run")
     list_filter = ("agent_key", "model", "created_at")
     list_select_related = ("user", "conversation", "run")
     date_hierarchy = "created_at"

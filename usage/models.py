@@ -56,6 +56,10 @@ class UsageRecord(TokenCounts):
     # Tokens held against the daily budget while the run is in flight (its real usage is not
     # known yet); 0 once the run settles, pauses for an approval or dies.
     reserved_tokens = models.PositiveIntegerField(default=0)
+    # Some counts were estimated here, not reported by the provider: a model call that was
+    # stopped or failed mid-stream is billed all the same (its input counted locally, its output
+    # as streamed).
+    estimated = models.BooleanField(default=False)
     # When the run started (its reply's creation): the day its tokens count against.
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 

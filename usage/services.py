@@ -39,6 +39,7 @@ def usage_record_store(
     model: str,
     counts: dict[str, int],
     created_at: datetime,
+    estimated: bool = False,
 ) -> UsageRecord:
     """Record (or, for a run resumed after an approval, update) what one run consumed, priced
     now, and release its reservation. One row per run: it outlives the reply, the run and the
@@ -52,6 +53,7 @@ def usage_record_store(
         "cost": cost_of(model=model, usage=counts),
         "created_at": created_at,
         "reserved_tokens": 0,
+        "estimated": estimated,
         **{name: counts.get(name, 0) for name in TOKEN_FIELDS},
     }
     if not UsageRecord.objects.filter(run_id=run_id).update(**fields):

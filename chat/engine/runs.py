@@ -36,6 +36,7 @@ from agents_app.registry import AgentSpec, get_spec
 from agents_app.session import DjangoSession
 from chat import activity, services, wire
 from chat.engine import transitions
+from chat.engine.metering import CallMeter
 from chat.engine.process import engine
 from chat.engine.streams import RunStream, send_to_conversation
 from chat.models import Approval, Conversation, Message, Run
@@ -218,6 +219,8 @@ class RunExecutor:
         self.guard: StreamGuard | None = None
         self.model_label = ""
         self.transcript: Transcript | None = None  # set while the agent runs (heartbeats read it)
+        self.meter: CallMeter | None = None
+        self.unbilled: dict[str, int] | None = None
         self._beaten: tuple = ()
         self.events: list[dict[str, Any]] = list(run.events) if resume else []
         self.stream = RunStream(
@@ -278,6 +281,8 @@ class RunExecutor:
             self.transcript = None  # no more beats: the outcome is stored next
             await engine.control.unwatch(self.run_id)
             await self._settle_sdk()
+        if self.meter is not None:  # a model call cut short is billed all the same
+            self.unbilled = await self.meter.unbilled()
         if ending.paused:
             await self._pause(transcript)
             return
@@ -444,6 +449,9 @@ class RunExecutor:
         await activity.conversation_changed(self.conversation)  # waiting for an approval
 
     def _outcome(self, transcript: Transcript, ending: Ending) -> transitions.RunOutcome:
+        usage = counts_from_sdk(self.result.context_wrapper.usage) if self.result is not None else {}
+        if self.unbilled:
+            usage = {name: usage.get(name, 0) + self.unbilled.get(name, 0) for name in {*usage, *self.unbilled}}
         return transitions.RunOutcome(
             status=ending.status,
             content=transcript.content,
@@ -452,7 +460,8 @@ class RunExecutor:
             activity=transcript.activity,
             structured=ending.structured,
             model=self.model_label,
-            usage=counts_from_sdk(self.result.context_wrapper.usage) if self.result is not None else {},
+            usage=usage,
+            usage_estimated=bool(self.unbilled),
             time_to_first_token_ms=transcript.time_to_first_token_ms,
             duration_ms=transcript.duration_ms,
         )
@@ -462,9 +471,16 @@ class RunExecutor:
         # the session reads only that much of it (in this run's own context).
         window = context_window.window_for(spec, resolved)
         context_window.use_for_history(window)
+        transcript = self.transcript
+        self.meter = CallMeter(
+            window,
+            allowance=None,
+            spent=lambda: self.result.context_wrapper.usage if self.result is not None else None,
+            text=lambda: transcript.content if transcript is not None else "",
+        )
         return RunConfig(
             model=resolved.model,
-            call_model_input_filter=window,
+            call_model_input_filter=self.meter,
             model_settings=resolved.settings,
             workflow_name=spec.workflow_name or f"chat.{spec.key}",
             group_id=str(self.conversation.public_id),

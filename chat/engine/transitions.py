@@ -249,6 +249,7 @@ class RunOutcome:
     structured: dict | None = None
     model: str = ""
     usage: dict | None = None
+    usage_estimated: bool = False  # part of `usage` counted here (a model call cut short)
     time_to_first_token_ms: int | None = None
     duration_ms: int | None = None
     events: list | None = None  # the run's event log (no deltas), for staff review
@@ -311,6 +312,7 @@ def _store_reply(*, run: Run, outcome: RunOutcome, status: str) -> Message:
         model=outcome.model,
         counts=outcome.usage or {},
         created_at=reply.created_at,
+        estimated=outcome.usage_estimated,
     )
     copy_counts(record, reply)
     reply.save()

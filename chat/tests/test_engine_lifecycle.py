@@ -74,3 +74,30 @@ async def test_deleting_a_conversation_waiting_for_an_approval_ends_the_run_firs
     assert record.reserved_tokens == 0 and record.total_tokens > 0  # what the paused run used stays billed
     # Deciding afterwards finds nothing: the approval went with the conversation.
     assert not await sync_to_async(lambda: Run.objects.filter(pk=started.run.pk).exists())()
+
+
+async def test_a_stopped_reply_records_the_tokens_its_cut_short_call_consumed(user, conversation, script):
+    """On a paid API the stopped call's whole input was billed, and its output so far: the
+    ledger records them (counted locally, marked estimated) instead of 0 tokens."""
+    gate = asyncio.Event()
+    with script([streamed("The first ", "half, and the rest", gate=gate)]):
+        started = await engine.start(user=user, conversation=conversation, content="Tell me about the weather " * 20)
+        await eventually(lambda: _reply_text(started.run.pk), what="the reply to start streaming")
+        await engine.stop(conversation=conversation)
+        await engine.wait_for_run(started.run.public_id)
+
+    record = await UsageRecord.objects.aget(run_id=started.run.pk)
+    reply = await Message.objects.aget(run_id=started.run.pk, role="assistant")
+    assert reply.status == Message.Status.CANCELLED
+    assert record.estimated and record.requests == 1 and record.reserved_tokens == 0
+    assert record.input_tokens > 100  # the instructions and the long question were sent
+    assert record.output_tokens > 0 and record.total_tokens == record.input_tokens + record.output_tokens
+    assert reply.total_tokens == record.total_tokens  # the reply shows what the stop cost
+
+
+async def test_a_completed_reply_keeps_the_providers_counts(user, conversation, script):
+    with script([streamed("All ", "done.")]):
+        started = await engine.start(user=user, conversation=conversation, content="Hi")
+        await engine.wait_for_run(started.run.public_id)
+    record = await UsageRecord.objects.aget(run_id=started.run.pk)
+    assert not record.estimated and (record.input_tokens, record.output_tokens) == (42, 7)
