@@ -3,10 +3,12 @@ every run, around the context window of `agents_app.context_window`).
 
 * **Each call is admitted against what is left of the owner's budget.** Admission checked the
   budget once, for the run; a run may make up to `max_turns` calls, each sending up to the
-  window's input budget. Before each call the meter adds what the run has spent so far to what
-  this call will send; past the run's allowance (the budget left when the run was admitted) it
-  refuses the call (`BudgetSpent`) and the run ends with a clear `quota_exceeded` reply, its turn
-  closed like any failed one. So a run passes the budget by at most one call's output.
+  window's input budget. The first call is what admission reserved for; before each further
+  call the meter adds what the run has spent so far to what this call will send, and past the
+  run's allowance (the budget left when the run was admitted) it refuses the call
+  (`BudgetSpent`): the run ends with a clear `quota_exceeded` reply, its turn closed like any
+  failed one. So a run passes what was left of the budget by at most its first call (what the
+  reservation stands for) and one call's output.
 * **A call cut short is billed.** A stopped or failed call reports no usage, but on a paid API
   its whole input was billed and its output so far too. The meter remembers the open call, and
   `unbilled()` estimates it: its input counted locally with the window's counter, its output as
@@ -58,7 +60,8 @@ class CallMeter:
 
     async def __call__(self, data: CallModelData[Any]) -> ModelInputData:
         model_data = await self.window(data)
-        if self.allowance is not None:
+        # The first call is covered by the run's reservation, admitted with the run.
+        if self.allowance is not None and self.calls:
             await self.window.counter.ready()
             sending = self.window.input_tokens(data.agent, model_data.instructions, model_data.input)
             used = self._spent()

@@ -36,7 +36,7 @@ from agents_app.registry import AgentSpec, get_spec
 from agents_app.session import DjangoSession
 from chat import activity, services, wire
 from chat.engine import transitions
-from chat.engine.metering import CallMeter
+from chat.engine.metering import BudgetSpent, CallMeter
 from chat.engine.process import engine
 from chat.engine.streams import RunStream, send_to_conversation
 from chat.models import Approval, Conversation, Message, Run
@@ -112,7 +112,7 @@ async def decide_approval(*, user, conversation: Conversation, call_id: str, app
     run = await Run.objects.filter(conversation=conversation, approvals__call_id=call_id).order_by("-created_at").afirst()
     if run is None:
         raise AppError("not_found", transitions.APPROVAL_NOT_FOUND)
-    approval, resumed = await sync_to_async(transitions.approval_decide)(
+    decision = await sync_to_async(transitions.approval_decide)(
         run=run, call_id=call_id, approve=approve, reason=reason, user=user
     )
     # Every open tab hears of the decision at once; the resumed run's own events follow.
@@ -120,11 +120,11 @@ async def decide_approval(*, user, conversation: Conversation, call_id: str, app
         conversation.group_name,
         [wire.approval_decided(conversation=conversation, run=run, call_id=call_id, approved=approve, reason=reason)],
     )
-    if resumed:
+    if decision.resumed:
         await run.arefresh_from_db()
         reply = await Message.objects.aget(run=run, role=Message.Role.ASSISTANT)
-        _launch(RunExecutor(run, reply=reply, user=user, conversation=conversation, resume=True))
-    return approval
+        _launch(RunExecutor(run, reply=reply, user=user, conversation=conversation, resume=True, allowance=decision.allowance))
+    return decision.approval
 
 
 async def delete_conversation(*, conversation: Conversation) -> None:
@@ -202,8 +202,11 @@ class RunExecutor:
         conversation: Conversation,
         started: transitions.StartedRun | None = None,
         resume: bool = False,
+        allowance: int | None = None,
     ) -> None:
         self.run = run
+        # Tokens of the owner's budget the run may use (None: unlimited), from its admission.
+        self.allowance = started.allowance if started is not None else allowance
         self.reply = reply
         self.started = started
         self.user = user
@@ -346,6 +349,8 @@ class RunExecutor:
             transcript.text_parts[:] = [message]
             await self.publish(wire.guardrail_tripped(guardrail=name, message=message))
             return Ending(status=Run.Status.BLOCKED, error=f"Blocked by the {name} guardrail.")
+        except BudgetSpent as exc:  # the next model call would pass the user's budget
+            return Ending(status=Run.Status.FAILED, error=exc.message)
         except Exception as exc:
             log.warning("run %s failed: %r", self.run_id, exc, exc_info=not isinstance(exc, providers.ProviderNotConfigured))
             if self.stop_requested:
@@ -474,7 +479,7 @@ class RunExecutor:
         transcript = self.transcript
         self.meter = CallMeter(
             window,
-            allowance=None,
+            allowance=self.allowance,
             spent=lambda: self.result.context_wrapper.usage if self.result is not None else None,
             text=lambda: transcript.content if transcript is not None else "",
         )

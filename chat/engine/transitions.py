@@ -54,6 +54,15 @@ class StartedRun:
     reply: Message
     # Messages of the turn this run replaces (edit / regenerate), for clients to remove.
     replaced_message_ids: tuple[str, ...] = ()
+    # Tokens of the owner's budget left when the run was admitted (None: unlimited).
+    allowance: int | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    approval: Approval
+    resumed: bool  # it was the last decision pending, and the run was admitted again
+    allowance: int | None = None  # as in StartedRun
 
 
 def run_create(*, conversation: Conversation, content: str, request_id: str = "") -> StartedRun:
@@ -93,7 +102,7 @@ def _start(
     release_dead_runs(conversation=conversation)
     try:
         with transaction.atomic():
-            admit(conversation=conversation)
+            allowance = admit(conversation=conversation)
             now = timezone.now()
             run = Run.objects.create(
                 conversation=conversation,
@@ -125,7 +134,9 @@ def _start(
             )
     except IntegrityError:
         _refuse_busy(conversation)
-    return StartedRun(run=run, user_message=user_message, reply=reply, replaced_message_ids=replaced)
+    return StartedRun(
+        run=run, user_message=user_message, reply=reply, replaced_message_ids=replaced, allowance=allowance
+    )
 
 
 def _refuse_busy(conversation: Conversation) -> None:
@@ -135,7 +146,7 @@ def _refuse_busy(conversation: Conversation) -> None:
     raise ConversationBusy() from None
 
 
-def admit(*, conversation: Conversation, resuming: Run | None = None) -> None:
+def admit(*, conversation: Conversation, resuming: Run | None = None) -> int | None:
     """May a run of the conversation execute now: a new one (a message, an edit, a
     regeneration) or, with `resuming`, a parked one whose approvals are all decided? The one
     admission of every way into a run, inside the caller's transaction:
@@ -149,7 +160,9 @@ def admit(*, conversation: Conversation, resuming: Run | None = None) -> None:
 
     Under a lock on the owner's row, so the checks and the run they admit are one step for
     every process: parallel messages, or decisions, cannot all pass a budget or a cap that
-    each of them alone would pass."""
+    each of them alone would pass. Returns the run's allowance: the tokens of the budget left
+    (None: unlimited), against which each of its model calls after the first is admitted
+    (`chat.engine.metering`)."""
     from agents_app import providers
     from chat import services
     from chat.engine.process import engine
@@ -170,7 +183,7 @@ def admit(*, conversation: Conversation, resuming: Run | None = None) -> None:
             "Wait for one to finish, or stop one.",
             retry_after=5,
         )
-    check_quota(user=owner)
+    return check_quota(user=owner).remaining
 
 
 def _drop_last_turn(*, conversation: Conversation, new_run: Run, content: str | None, edited_message_id):
@@ -362,11 +375,10 @@ def run_pause(*, run: Run, state: str, approvals: list[dict], outcome: RunOutcom
 
 
 @transaction.atomic
-def approval_decide(*, run: Run, call_id: str, approve: bool, reason: str, user) -> tuple[Approval, bool]:
+def approval_decide(*, run: Run, call_id: str, approve: bool, reason: str, user) -> Decision:
     """Record one decision and, when it was the last one pending, resume the run: admitted
     like any run (`admit`, under the owner's lock), then claimed running with a new
-    reservation. Returns the approval and whether the run resumed (then the caller executes
-    it). One transaction: a decision the admission refuses (`too_many_runs`,
+    reservation. Says whether the run resumed (then the caller executes it). One transaction: a decision the admission refuses (`too_many_runs`,
     `quota_exceeded`, …) is not recorded either, and the user can decide again later."""
     conversation = Conversation.objects.get(pk=run.conversation_id)
     # Lock the owner, then the run: decisions on its approvals from two processes at once must
@@ -384,9 +396,9 @@ def approval_decide(*, run: Run, call_id: str, approve: bool, reason: str, user)
     approval.decided_at = timezone.now()
     approval.save()
     if run.approvals.pending().exists():
-        return approval, False
-    admit(conversation=conversation, resuming=run)
-    return approval, _claim_paused(run=run)
+        return Decision(approval=approval, resumed=False)
+    allowance = admit(conversation=conversation, resuming=run)
+    return Decision(approval=approval, resumed=_claim_paused(run=run), allowance=allowance)
 
 
 def _claim_paused(*, run: Run) -> bool:

@@ -240,7 +240,7 @@ async def test_concurrent_decisions_on_two_calls_resume_the_run_exactly_once(use
     def decide(call_id: str) -> None:
         try:
             barrier.wait()
-            _, results[call_id] = transitions.approval_decide(run=run, call_id=call_id, approve=True, reason="", user=user)
+            results[call_id] = transitions.approval_decide(run=run, call_id=call_id, approve=True, reason="", user=user).resumed
         finally:
             connection.close()
 

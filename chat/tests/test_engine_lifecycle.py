@@ -101,3 +101,35 @@ async def test_a_completed_reply_keeps_the_providers_counts(user, conversation, 
         await engine.wait_for_run(started.run.public_id)
     record = await UsageRecord.objects.aget(run_id=started.run.pk)
     assert not record.estimated and (record.input_tokens, record.output_tokens) == (42, 7)
+
+
+@function_tool
+def look_up(topic: str) -> str:
+    """Look a topic up.
+
+    Args:
+        topic: What to look up.
+    """
+    return f"Notes on {topic}."
+
+
+async def test_one_message_cannot_spend_far_past_the_budget(user, conversation, script, settings):
+    """A long question and a model that keeps calling tools: each call would send it all again.
+    The first call is what admission reserved for; the next one would pass what is left of the
+    budget, so the run ends there with a clear reply and a valid history."""
+    from agents_app import history
+    from chat.tests.helpers import stored_history
+
+    settings.AGENTS_DAILY_TOKEN_BUDGET = 1_000
+    settings.AGENTS_RUN_TOKEN_RESERVATION = 500
+    long_question = "Please summarise these notes about the harbour and its ships. " * 60  # under 4,000 characters
+    loop = [[function_call("look_up", {"topic": f"ship {n}"}, call_id=f"call_{n}")] for n in range(10)]
+    with extra_tools("assistant", look_up), script(loop) as model:
+        started = await engine.start(user=user, conversation=conversation, content=long_question)
+        await engine.wait_for_run(started.run.public_id)
+
+    run = await Run.objects.aget(pk=started.run.pk)
+    reply = await Message.objects.aget(run=run, role="assistant")
+    assert len(model.calls) == 1  # without the meter: ten calls, each sending the whole question
+    assert run.status == Run.Status.FAILED and "daily budget" in reply.error
+    assert history.problems(await stored_history(conversation)) == []
