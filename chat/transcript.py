@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from agents import StreamEvent
@@ -19,6 +20,36 @@ from agents_app.tooling import TOOL_FAILURE_PREFIX
 from chat import wire
 
 TOOL_OUTPUT_PREVIEW_CHARS = 4000
+
+
+class ToolStatus(StrEnum):
+    """A tool entry's status in a reply's activity: what its chip on the page says."""
+
+    RUNNING = "running"
+    AWAITING_APPROVAL = "awaiting_approval"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"  # the run was stopped while the call waited for approval
+    EXPIRED = "expired"  # nobody answered the approval in time
+
+
+UNFINISHED_TOOL = frozenset({ToolStatus.RUNNING, ToolStatus.AWAITING_APPROVAL})
+
+
+def settle_tools(entries: list[dict[str, Any]], *, status: ToolStatus, outputs: dict[str, str] | None = None) -> None:
+    """Close the tool entries of a reply whose run ended before they did: with what the tool
+    really returned where the SDK history has it (`outputs`, by call id), else as `status`.
+    The one place an ended run's tools get their final status, however the run ended."""
+    for entry in entries:
+        if entry.get("kind") != "tool" or entry.get("status") not in UNFINISHED_TOOL:
+            continue
+        output = (outputs or {}).get(entry.get("call_id"))
+        if output is None:
+            entry["status"] = status
+        else:
+            entry["output"] = preview(output)
+            entry["status"] = ToolStatus.FAILED if output.startswith(TOOL_FAILURE_PREFIX) else ToolStatus.COMPLETED
 
 
 def field_of(raw: Any, name: str, default: Any = None) -> Any:
@@ -132,7 +163,7 @@ class Transcript:
                     "name": event["name"],
                     "arguments": event["arguments"],
                     "agent": event["agent"],
-                    "status": "running",
+                    "status": ToolStatus.RUNNING,
                     "output": None,
                 }
             )
@@ -140,13 +171,11 @@ class Transcript:
             for entry in self.activity:
                 if entry.get("call_id") == event["call_id"]:
                     entry["output"] = event["output"]
-                    entry["status"] = "failed" if event.get("failed") else "completed"
+                    entry["status"] = ToolStatus.FAILED if event.get("failed") else ToolStatus.COMPLETED
         elif kind == "agent.updated":
             self.agent = event["agent"]
             self.activity.append({"kind": "handoff", "agent": event["agent"]})
 
-    def settle_activity(self, status: str) -> None:
+    def settle_activity(self, status: ToolStatus) -> None:
         """Tools still running when the run ended did not finish: say how they ended."""
-        for entry in self.activity:
-            if entry.get("status") == "running":
-                entry["status"] = status
+        settle_tools(self.activity, status=status)

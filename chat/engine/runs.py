@@ -40,7 +40,7 @@ from chat.engine.metering import BudgetSpent, CallMeter
 from chat.engine.process import engine
 from chat.engine.streams import RunStream, send_to_conversation
 from chat.models import Approval, Conversation, Message, Run
-from chat.transcript import StreamEventMapper, Transcript, field_of, parse_arguments
+from chat.transcript import StreamEventMapper, ToolStatus, Transcript, field_of, parse_arguments
 from config import metrics
 from config.errors import AppError
 from config.logging import bind_request_id
@@ -295,7 +295,7 @@ class RunExecutor:
         if ending.status not in (Run.Status.COMPLETED, Run.Status.BLOCKED):
             # What the output guardrails never passed stays unseen: the reply keeps what was shown.
             transcript.text_parts[:] = [self.visible_text(transcript)]
-        transcript.settle_activity("cancelled" if ending.status == Run.Status.CANCELLED else "failed")
+        transcript.settle_activity(ToolStatus.CANCELLED if ending.status == Run.Status.CANCELLED else ToolStatus.FAILED)
         await self._finish(self._outcome(transcript, ending))
 
     async def _prepare(self, spec: AgentSpec) -> tuple[Agent, Transcript, int]:
@@ -437,7 +437,7 @@ class RunExecutor:
         waiting = {approval["call_id"] for approval in approvals}
         for entry in transcript.activity:
             if entry.get("call_id") in waiting:
-                entry["status"] = "awaiting_approval"
+                entry["status"] = ToolStatus.AWAITING_APPROVAL
         state = self.result.to_state().to_string(context_serializer=_context_reference)
         events = [wire.approval_requested(**approval) for approval in approvals]
         events.append(wire.run_paused(Run.Status.AWAITING_APPROVAL))

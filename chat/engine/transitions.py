@@ -16,10 +16,9 @@ from django.utils import timezone
 
 from agents_app import history
 from agents_app.session import DjangoSession
-from agents_app.tooling import TOOL_FAILURE_PREFIX
 from chat import activity, wire
 from chat.models import Approval, Conversation, Message, Run
-from chat.transcript import preview
+from chat.transcript import ToolStatus, settle_tools
 from config.errors import AppError
 from usage.quotas import check_quota
 from usage.services import copy_counts, usage_record_store, usage_release, usage_reserve
@@ -433,9 +432,7 @@ def end_paused_run(*, run: Run, status: str, error: str, approval_status: str) -
     reply = Message.objects.select_for_update().get(run=run, role=Message.Role.ASSISTANT)
     reply.status = MESSAGE_STATUS_FOR_RUN[status]
     reply.error = error
-    for entry in reply.activity:
-        if entry.get("status") in ("running", "awaiting_approval"):
-            entry["status"] = approval_status
+    settle_tools(reply.activity, status=ToolStatus(approval_status))
     reply.save()
     if run.history_mark is not None:
         history.close_turn_sync(
@@ -496,7 +493,8 @@ def _interrupt(run: Run) -> int:
         reply.status = Message.Status.FAILED
         reply.error = "The server stopped before this reply finished."
         if run.history_mark is not None:
-            _settle_tools(reply.activity, history.tool_outputs_after(run.conversation.session_id, mark=run.history_mark))
+            outputs = history.tool_outputs_after(run.conversation.session_id, mark=run.history_mark)
+            settle_tools(reply.activity, status=ToolStatus.FAILED, outputs=outputs)
         reply.save(update_fields=["status", "error", "activity", "updated_at"])
     if run.history_mark is not None:
         history.close_turn_sync(
@@ -513,17 +511,3 @@ def _tell_tabs_run_ended(conversation: Conversation, *, status: str) -> None:
     activity.send_to_user_on_commit(
         conversation.owner_id, wire.conversation_activity(conversation, status=status, running=False)
     )
-
-
-def _settle_tools(entries: list[dict], outputs: dict[str, str]) -> None:
-    """Tool entries of a reply whose run died: what the tool really returned (the SDK history
-    has it), or failed when it never finished."""
-    for entry in entries:
-        if entry.get("kind") != "tool" or entry.get("status") not in ("running", "awaiting_approval"):
-            continue
-        output = outputs.get(entry.get("call_id"))
-        if output is None:
-            entry["status"] = "failed"
-        else:
-            entry["output"] = preview(output)
-            entry["status"] = "failed" if output.startswith(TOOL_FAILURE_PREFIX) else "completed"
