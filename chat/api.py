@@ -281,25 +281,16 @@ async def run_events(request: HttpRequest, public_id: uuid.UUID) -> HttpResponse
     last_event_id = request.headers.get("Last-Event-ID", "").strip()
     if last_event_id:
         after = protocol.bounded_int(last_event_id, "Last-Event-ID", default=after)
-    await sync_to_async(engine.release_dead_runs)(conversation=conversation)
-
     follower = engine.RunFollower(conversation.group_name, until_run_ends=True, credential=request.api_credential)
     await follower.subscribe()  # before looking at the run: nothing it publishes from now is missed
     try:
-        runs_here = Run.objects.filter(conversation=conversation)
-        if run_param:
-            try:
-                run = await runs_here.filter(public_id=uuid.UUID(run_param)).afirst()
-            except ValueError:
-                run = None
-            if run is None:
-                raise AppError("not_found", "No such run in this conversation.")
-        else:
-            run = await runs_here.active().afirst()
-            after = 0
-            if run is None:
-                await follower.close()
-                return HttpResponse(status=204)  # nothing to follow; tells an EventSource to stop
+        resume = await engine.resume_point(conversation, run=run_param or None, after=after)
+        if resume.unknown:
+            raise AppError("not_found", "No such run in this conversation.")
+        if resume.run is None:
+            await follower.close()
+            return HttpResponse(status=204)  # nothing to follow; tells an EventSource to stop
+        run, after = resume.run, resume.after
         run_id = str(run.public_id)
         follower.follow(run_id, after=after)
         if not run.is_active:

@@ -27,7 +27,7 @@ from accounts.credentials import Credential
 from chat import activity, engine, protocol, selectors, services, wire
 from chat.conversations import conversation_rename
 from chat.feedback import feedback_give
-from chat.models import Conversation, Run
+from chat.models import Conversation
 from config import metrics, ratelimits
 from config.errors import AppError, overloaded
 from config.logging import current_request_id, new_request_id, request_id_bound
@@ -193,23 +193,16 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def on_conversation_open(self, frame: dict[str, Any], request_id: str | None) -> None:
         conversation = await self.own_conversation(frame)
         after = protocol.optional_seq(frame)
-        await sync_to_async(engine.release_dead_runs)(conversation=conversation)
-        await self.watch(conversation)
-        active = await Run.objects.active_in(conversation).afirst()
-        followed = active
-        if isinstance(frame.get("run"), str) and (active is None or str(active.public_id) != frame["run"]):
-            # A reconnecting client finishes the run it was following, if it is still buffered.
-            followed = await Run.objects.filter(conversation=conversation, public_id=_uuid_or_none(frame["run"])).afirst()
-            after = after if followed else 0
-        elif not isinstance(frame.get("run"), str):
-            after = 0
-        state = await selectors.arun_state(active)
+        await self.watch(conversation)  # before looking at the run: nothing it publishes from now is missed
+        named = frame.get("run") if isinstance(frame.get("run"), str) else None
+        resume = await engine.resume_point(conversation, run=named, after=after)
+        state = await selectors.arun_state(resume.active)
         await self.send_json(wire.conversation_state(conversation, run=state, request_id=request_id))
-        if followed is not None:
-            for event in await self.order.replay(str(followed.public_id), after=after):
+        if resume.run is not None:
+            for event in await self.order.replay(str(resume.run.public_id), after=resume.after):
                 await self.send_json(event)
-        if active is not None:  # its events may never come (its process died): watch it
-            self.order.watch_open(str(active.public_id), conversation=str(conversation.public_id))
+        if resume.active is not None:  # its events may never come (its process died): watch it
+            self.order.watch_open(str(resume.active.public_id), conversation=str(conversation.public_id))
 
     async def on_conversation_rename(self, frame: dict[str, Any], request_id: str | None) -> None:
         """Answered, like every other tab of the user, by `conversation.renamed`."""

@@ -6,7 +6,8 @@ of the run (`tests/test_layout.py` checks it):
 * `start`, `replace` (edit / regenerate the last turn), `decide` (an approval), `stop`,
   `delete` (a conversation, its run stopped first), `release_dead_runs` (the sweeper);
 * `RunFollower` and `EventOrder`: following a run's events, exactly once and in order
-  (`chat.engine.follow`), `buffered_events` for a run that is over;
+  (`chat.engine.follow`), `resume_point` (where a client that opens a conversation picks up,
+  for every transport), `buffered_events` for a run that is over;
 * `wait_for_run`, `is_executing_here`: for callers that wait for a run of this process;
 * `install_shutdown_hook`: the server's drain on SIGTERM.
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 from asgiref.sync import async_to_sync
 
-from chat.engine.follow import EventOrder, RunFollower, buffered_events
+from chat.engine.follow import EventOrder, ResumePoint, RunFollower, buffered_events, resume_point
 from chat.engine.process import engine as _engine
 from chat.engine.runs import (
     SHUTDOWN_ERROR,
@@ -57,6 +58,7 @@ __all__ = [
     "ConversationBusy",
     "EventOrder",
     "NothingToReplace",
+    "ResumePoint",
     "RunFollower",
     "StartedRun",
     "buffered_events",
@@ -67,6 +69,7 @@ __all__ = [
     "is_executing_here",
     "release_dead_runs",
     "replace",
+    "resume_point",
     "start",
     "stop",
     "wait_for_run",

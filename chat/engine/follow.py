@@ -18,7 +18,9 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -31,13 +33,49 @@ from accounts.credentials import REVOKED, Credential
 from chat import wire
 from chat.engine import transitions
 from chat.engine.process import engine
-from chat.models import Message, Run
+from chat.models import Conversation, Message, Run
 from chat.wire import EVENTS_MESSAGE
 from config.errors import AppError
 
 log = logging.getLogger(__name__)
 
 CLOSE_MESSAGE = "follower.close"
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a client that (re)opens a conversation picks up its events."""
+
+    active: Run | None  # the conversation's active run, if any
+    run: Run | None  # the run to replay and follow (None: nothing to follow)
+    after: int  # replay `run`'s events after this seq
+    unknown: bool = False  # the client named a run this conversation does not have
+
+
+async def resume_point(conversation: Conversation, *, run: str | None, after: int) -> ResumePoint:
+    """The one "resume from" decision, for the socket's `conversation.open` and for
+    `GET …/events` alike. Call it once subscribed, so nothing published after it is missed.
+
+    * No run named: the active run (none, once dead runs are released) from its first event.
+    * The run the client was following, active or ended: its events after `after`, so a
+      reconnecting client finishes the run it saw, with no gap and no duplicate.
+    * A run this conversation does not have (or not a run id at all): `unknown`; the active
+      run from its first event for a transport that carries on (the socket), `not_found` for
+      one that asked for that run alone (the HTTP API).
+    """
+    await database_sync_to_async(transitions.release_dead_runs)(conversation=conversation)
+    active = await Run.objects.active_in(conversation).afirst()
+    if run is None:
+        return ResumePoint(active=active, run=active, after=0)
+    if active is not None and str(active.public_id) == run:
+        return ResumePoint(active=active, run=active, after=after)
+    try:
+        named = await Run.objects.filter(conversation=conversation, public_id=uuid.UUID(run)).afirst()
+    except ValueError:
+        named = None
+    if named is None:
+        return ResumePoint(active=active, run=active, after=0, unknown=True)
+    return ResumePoint(active=active, run=named, after=after)
 
 
 async def buffered_events(run_id: str, *, after: int = 0) -> list[dict[str, Any]]:

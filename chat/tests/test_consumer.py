@@ -253,6 +253,32 @@ async def test_reconnecting_socket_replays_what_it_missed_without_duplicates(use
     assert "".join(e["delta"] for e in of_type(everything, "message.delta")) == "ABCD"
 
 
+async def test_reopening_with_a_run_the_conversation_does_not_have_replays_the_active_run_from_its_start(
+    user, conversation, script
+):
+    """A tab that names a stale run id (another conversation's, or one long gone) still sees the
+    reply being written now in full, as a tab naming no run does, instead of only its tail."""
+    gate = asyncio.Event()
+    with script([streamed("A", "B", "C", gate=gate, after=2)]):
+        ws = await connect(user)
+        await send_message(ws, conversation, "Hello")
+        seen = await receive_until(ws, "message.delta")
+        await ws.disconnect()
+
+        again = await connect(user)
+        await again.send_json_to(
+            {"type": "conversation.open", "conversation": str(conversation.public_id), "run": str(uuid.uuid4()), "seq": 5}
+        )
+        state = await again.receive_json_from()
+        gate.set()
+        replayed = await receive_until(again, "run.finished")
+        await again.disconnect()
+
+    assert state["run"]["id"] == seen[-1]["run"]
+    assert [e["seq"] for e in replayed] == list(range(1, len(replayed) + 1))
+    assert "".join(e["delta"] for e in of_type(replayed, "message.delta")) == "ABC"
+
+
 async def test_model_error_ends_as_failed_message_with_a_clear_error(user, conversation, script, settings):
     settings.AGENTS_MODEL_MAX_RETRIES = 0
     providers.reset()
