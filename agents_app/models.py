@@ -150,6 +150,12 @@ class Order(models.Model):
 
 
 # --- Tracing ---------------------------------------------------------------------------
+class TraceQuerySet(models.QuerySet):
+    def of_groups(self, group_ids) -> "TraceQuerySet":
+        """The traces of these groups (a chat trace's group is its conversation's public id)."""
+        return self.filter(group_id__in=[str(group_id) for group_id in group_ids])
+
+
 class TraceRecord(models.Model):
     """One SDK trace (usually one run), stored locally by `agents_app.tracing`."""
 
@@ -164,6 +170,8 @@ class TraceRecord(models.Model):
     agent_key = models.CharField(max_length=64, blank=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True, db_index=True)
     ended_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TraceQuerySet.as_manager()
 
     class Meta:
         ordering = ["-started_at"]

@@ -85,6 +85,11 @@ class LocalTraceProcessor(TracingProcessor):
         self._queue: queue.SimpleQueue[_Record | _Marker] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        # Writer-thread state: traces whose start row was written, and traces not to store
+        # (their row was deleted, or their run was, with its conversation). A span that comes
+        # after its conversation was deleted must not bring its tool output back.
+        self._written: set[str] = set()
+        self._gone: set[str] = set()
 
     # --- SDK callbacks: no I/O, only a queue put --------------------------------
     @staticmethod
@@ -209,13 +214,20 @@ class LocalTraceProcessor(TracingProcessor):
             spans: list[SpanRecord] = []
             ended: dict[str, _Record] = {}
             for record in records:
+                if record.trace_id in self._gone and record.kind != "trace_end":
+                    continue
                 if record.kind == "trace_start":
                     fields = _trace_fields(record)
-                    if record.trace_id in trace_pks:
+                    if fields is None:
+                        self._gone.add(record.trace_id)
+                    elif record.trace_id in trace_pks:
                         TraceRecord.objects.filter(pk=trace_pks[record.trace_id]).update(**fields)
                     else:
                         trace_pks[record.trace_id] = TraceRecord.objects.create(trace_id=record.trace_id, **fields).pk
                 elif record.kind == "span":
+                    if record.trace_id not in trace_pks and record.trace_id in self._written:
+                        self._gone.add(record.trace_id)  # deleted since its start was stored
+                        continue
                     span = _span_fields(record)
                     if record.trace_id not in trace_pks:
                         # A span whose trace started before this processor was installed.
@@ -228,12 +240,19 @@ class LocalTraceProcessor(TracingProcessor):
             SpanRecord.objects.bulk_create(spans, ignore_conflicts=True)
             for trace_id, record in ended.items():
                 TraceRecord.objects.filter(trace_id=trace_id).update(ended_at=record.at)
+        # Only once committed: a batch retried record by record starts from the same state.
+        self._written.update(trace_pks)
+        for trace_id in ended:  # nothing of a trace comes after its end
+            self._written.discard(trace_id)
+            self._gone.discard(trace_id)
         for record in ended.values():
             with request_id_bound(record.request_id):
                 log.debug("stored trace %s", record.trace_id)
 
 
-def _trace_fields(record: _Record) -> dict[str, Any]:
+def _trace_fields(record: _Record) -> dict[str, Any] | None:
+    """The trace row's fields; None for the trace of a run that no longer exists (deleted with
+    its conversation before its trace was written): nothing of it is stored."""
     from django.contrib.auth import get_user_model
 
     from agents_app.models import TraceRecord
@@ -247,6 +266,8 @@ def _trace_fields(record: _Record) -> dict[str, Any]:
     run_pk = None
     if _is_uuid(metadata.get("run_id")):
         run_pk = Run.objects.filter(public_id=metadata["run_id"]).values_list("pk", flat=True).first()
+        if run_pk is None:
+            return None
     user_pk = None
     if str(metadata.get("user_id", "")).isdigit():
         user_pk = get_user_model().objects.filter(pk=int(metadata["user_id"])).values_list("pk", flat=True).first()

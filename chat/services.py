@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from agents_app.models import AgentSession
+from agents_app.models import AgentSession, TraceRecord
 from agents_app.registry import AgentSpec, UnknownAgent, available_specs, get_spec
 from chat.models import Conversation
 from config import ratelimits
@@ -38,6 +38,8 @@ def conversation_create(*, owner, agent_key: str, title: str = "") -> Conversati
 
 @transaction.atomic
 def conversation_delete(*, conversation: Conversation) -> None:
-    """Delete a conversation with its messages, runs and SDK history."""
+    """Delete a conversation with its messages, runs, SDK history and traces (their spans hold
+    the tool arguments and outputs). The usage ledger stays: it holds no content."""
     AgentSession.objects.filter(session_id=conversation.session_id).delete()
+    TraceRecord.objects.of_groups([conversation.public_id]).delete()
     conversation.delete()

@@ -14,9 +14,12 @@ from django.test.utils import CaptureQueriesContext
 
 from agents_app import tracing
 from agents_app.models import SpanRecord, TraceRecord
+from chat import engine
 from chat.engine import runs
-from chat.models import Conversation, Run
+from chat.models import Conversation, Message, Run
 from chat.tests import review_agents
+from chat.tests.scripts import streamed
+from usage.models import UsageRecord
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -113,6 +116,54 @@ async def test_nothing_is_stored_when_local_tracing_is_off(user, script, monkeyp
     run = await traced_run(user, script, monkeypatch)
 
     assert not await TraceRecord.objects.filter(run=run).aexists()
+
+
+async def test_deleting_a_conversation_deletes_its_traces_and_spans_but_keeps_its_usage(
+    user, script, monkeypatch, local_traces
+):
+    deleted, kept = await traced_run(user, script, monkeypatch), await traced_run(user, script, monkeypatch)
+    assert await SpanRecord.objects.filter(trace__run=deleted, data__icontains=review_agents.SECRET).aexists()
+
+    await engine.delete(conversation=deleted.conversation)
+
+    assert not await TraceRecord.objects.filter(group_id=str(deleted.conversation.public_id)).aexists()
+    assert not await SpanRecord.objects.filter(data__icontains=review_agents.SECRET).exclude(trace__run=kept).aexists()
+    assert await TraceRecord.objects.filter(run=kept).aexists()  # another conversation keeps its own
+    assert await UsageRecord.objects.filter(user=user).acount() == 2  # the ledger holds no content
+
+
+async def test_a_conversation_deleted_mid_run_leaves_no_trace_behind(user, script, monkeypatch, local_traces):
+    """The run's last spans end as it is stopped and reach the trace writer after the delete:
+    they must not bring the trace (and the tool's output) back."""
+    review_agents.install(monkeypatch)
+    conversation = await Conversation.objects.acreate(owner=user, agent_key="review-test", current_agent_name="Triage")
+    gate = asyncio.Event()
+    steps = review_agents.tool_then_handoff_steps()
+    steps[-1] = streamed("All ", "done.", gate=gate)
+    with script(steps):
+        started = await runs.start_run(user=user, conversation=conversation, content="Tell me", request_id="r-del")
+        while not await Message.objects.filter(run=started.run, role="assistant", content__startswith="All").aexists():
+            await asyncio.sleep(0.05)
+        await engine.delete(conversation=conversation)
+    assert await asyncio.to_thread(tracing.flush, 10)
+
+    assert not await TraceRecord.objects.aexists()
+    assert not await SpanRecord.objects.aexists()
+
+
+def test_a_span_that_ends_after_its_trace_was_deleted_is_not_stored(settings):
+    settings.AGENTS_TRACE_LOCAL = True
+    processor = tracing.LocalTraceProcessor(linger_seconds=0.05)
+    processor.on_trace_start(fake_trace("trace_deleted"))
+    assert processor.force_flush(10)
+    TraceRecord.objects.filter(trace_id="trace_deleted").delete()
+    processor.on_span_end(fake_span("trace_deleted", "span_late"))
+    processor.on_trace_end(fake_trace("trace_deleted"))
+    assert processor.force_flush(10)
+    processor.shutdown(5)
+
+    assert not TraceRecord.objects.filter(trace_id="trace_deleted").exists()
+    assert not SpanRecord.objects.filter(span_id="span_late").exists()
 
 
 def fake_trace(trace_id: str, **metadata):

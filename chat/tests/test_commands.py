@@ -6,10 +6,10 @@ from asgiref.sync import async_to_sync
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from agents_app.models import AgentSession, SessionItem
+from agents_app.models import AgentSession, SessionItem, SpanRecord, TraceRecord
 from agents_app.session import DjangoSession
 from chat.models import Conversation, Message, Run
-from chat.tests.factories import ConversationFactory, MessageFactory
+from chat.tests.factories import ConversationFactory, MessageFactory, SpanRecordFactory, TraceRecordFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -76,6 +76,18 @@ def test_conversations_flag_deletes_whole_old_conversations_but_not_running_ones
     assert not Conversation.objects.filter(pk=old.pk).exists()
     assert Conversation.objects.filter(pk=busy.pk).exists()
     assert AgentSession.objects.filter(session_id=busy.session_id).exists()
+
+
+def test_deleting_old_conversations_deletes_their_traces_too():
+    old = conversation_with_history(age=timedelta(days=40))
+    recent = conversation_with_history(age=timedelta(days=2))
+    SpanRecordFactory(trace=TraceRecordFactory(group_id=str(old.public_id)))
+    kept = SpanRecordFactory(trace=TraceRecordFactory(group_id=str(recent.public_id)))
+
+    run_cleanup("--older-than", "30d", "--conversations")
+
+    assert list(TraceRecord.objects.values_list("pk", flat=True)) == [kept.trace_id]
+    assert list(SpanRecord.objects.values_list("pk", flat=True)) == [kept.pk]
 
 
 @pytest.mark.parametrize("value", ["30", "0d", "abc", "1y", "-1d"])

@@ -2,7 +2,7 @@
 
 * `--older-than`: the SDK history of conversations nobody has touched for a while. The
   visible messages stay, and a later message starts the agent with a fresh memory. With
-  `--conversations`, whole conversations go: messages, runs and memory.
+  `--conversations`, whole conversations go: messages, runs, memory and traces.
 * `--runs-older-than`: finished runs (their event logs, approvals and parked state). The
   messages stay, with their usage and cost (they only lose the link to the run), so usage
   reports and quotas do not change. Each conversation's latest run is always kept: editing
@@ -99,13 +99,15 @@ class Command(BaseCommand):
                         f"  conversation {conversation.public_id} {conversation.title!r} of {conversation.owner}"
                     )
             doomed = list(doomed_conversations.values_list("pk", flat=True))
+            doomed_ids = list(doomed_conversations.values_list("public_id", flat=True))
             conversation_count = len(doomed)
         summary = f"{self.verb} SDK history of {len(session_ids)} session(s) ({item_count} item(s))"
         if conversations:
             summary += f" and {conversation_count} conversation(s)"
         if not dry_run:
             AgentSession.objects.filter(pk__in=session_ids).delete()
-            if conversations:
+            if conversations:  # with their traces, as deleting one on the page does
+                TraceRecord.objects.of_groups(doomed_ids).delete()
                 Conversation.objects.filter(pk__in=doomed).delete()
         return f"{summary}, inactive since {cutoff:%Y-%m-%d %H:%M %Z}."
 
