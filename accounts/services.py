@@ -104,10 +104,12 @@ def api_token_for(*, raw: str) -> ApiToken | None:
         return None
     if not token.owner.is_active:
         return None
-    # A conditional update: no lost race, and no write within LAST_USED_RESOLUTION.
-    ApiToken.objects.filter(pk=token.pk).filter(
-        Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_RESOLUTION)
-    ).update(last_used_at=now)
+    # No write within LAST_USED_RESOLUTION (the row just read says so, without a statement);
+    # past it, a conditional update, so parallel requests do not lose a race.
+    if token.last_used_at is None or token.last_used_at < now - LAST_USED_RESOLUTION:
+        ApiToken.objects.filter(pk=token.pk).filter(
+            Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_RESOLUTION)
+        ).update(last_used_at=now)
     return token
 
 

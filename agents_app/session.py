@@ -109,9 +109,7 @@ class DjangoSession(SessionABC):
             rows = rows.filter(id__lt=before)
         return list(rows.values_list("id", "payload")[:size])
 
-    def _lock_session(self, *, create: bool) -> AgentSession | None:
-        if create:
-            AgentSession.objects.get_or_create(session_id=self.session_id)
+    def _lock_session(self) -> AgentSession | None:
         # The row lock (FOR UPDATE on Postgres; SQLite's IMMEDIATE transactions lock the whole
         # file) serialises every writer of this session until commit.
         return AgentSession.objects.select_for_update().filter(session_id=self.session_id).first()
@@ -122,13 +120,15 @@ class DjangoSession(SessionABC):
         # one at a time. Two statements per batch once the session's row is known.
         now = timezone.now()
         if self._pk is None or not AgentSession.objects.filter(pk=self._pk).update(updated_at=now):
-            self._pk = self._lock_session(create=True).pk
-            AgentSession.objects.filter(pk=self._pk).update(updated_at=now)
+            session, created = AgentSession.objects.get_or_create(session_id=self.session_id)
+            self._pk = session.pk
+            if not created:  # the insert holds a new row's lock; an existing one is locked by touching it
+                AgentSession.objects.filter(pk=self._pk).update(updated_at=now)
         SessionItem.objects.bulk_create([SessionItem(session_id=self._pk, payload=p) for p in payloads])
 
     @transaction.atomic
     def _pop_item(self) -> TResponseInputItem | None:
-        session = self._lock_session(create=False)
+        session = self._lock_session()
         if session is None:
             return None
         newest = session.items.order_by("-id").first()
@@ -148,7 +148,7 @@ class DjangoSession(SessionABC):
     @transaction.atomic
     def truncate_after_sync(self, mark: int) -> int:
         """`truncate_after` for synchronous callers (inside a service's transaction)."""
-        if self._lock_session(create=False) is None:
+        if self._lock_session() is None:
             return 0
         deleted, _ = self._items().filter(id__gt=mark).delete()
         return deleted

@@ -50,19 +50,25 @@ def send_to_user_on_commit(user_id: int, event: dict[str, Any]) -> None:
     transaction.on_commit(lambda: async_to_sync(send_to_user)(user_id, event))
 
 
-async def conversation_changed(conversation: Conversation) -> None:
+async def conversation_changed(conversation: Conversation, *, active_status: str | None = None) -> None:
     """A run of `conversation` started, paused or ended, and that is committed: tell the
     owner's tabs the conversation's title, latest activity and whether a run holds it, as
-    the database has them now (whoever calls, the event says what is true)."""
+    the database has them now (whoever calls, the event says what is true).
+
+    `active_status`: the status of the conversation's active run, from the run itself (it
+    starts, or pauses). An active run is the latest, so its status need not be read back; a
+    run that ended may already have a successor, so then the latest is read."""
     try:
         row = await Conversation.objects.filter(pk=conversation.pk).only(
             "public_id", "owner_id", "agent_key", "title", "updated_at"
         ).afirst()
         if row is None:  # deleted meanwhile
             return
-        latest = await Run.objects.filter(conversation_id=row.pk).order_by("-created_at", "-id").values_list(
-            "status", flat=True
-        ).afirst()
+        latest = active_status
+        if latest is None:
+            latest = await Run.objects.filter(conversation_id=row.pk).order_by("-created_at", "-id").values_list(
+                "status", flat=True
+            ).afirst()
     except Exception as exc:  # never let a notice break the run that sends it
         log.warning("could not read conversation %s for its activity event (%r)", conversation.public_id, exc)
         return

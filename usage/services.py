@@ -13,11 +13,13 @@ from usage.models import TOKEN_FIELDS, TokenCounts, UsageRecord
 from usage.pricing import cost_of
 
 
-def usage_reserve(*, run_id: int, user_id: int, conversation_id: int, agent_key: str, created_at: datetime) -> None:
+def usage_reserve(
+    *, run_id: int, user_id: int, conversation_id: int, agent_key: str, created_at: datetime, new_run: bool = False
+) -> None:
     """Hold `AGENTS_RUN_TOKEN_RESERVATION` tokens of the user's budget for a run that starts (or
-    resumes after an approval) until it settles."""
+    resumes after an approval) until it settles. A `new_run` has no row yet: one INSERT."""
     reservation = settings.AGENTS_RUN_TOKEN_RESERVATION
-    if not UsageRecord.objects.filter(run_id=run_id).update(reserved_tokens=reservation):
+    if new_run or not UsageRecord.objects.filter(run_id=run_id).update(reserved_tokens=reservation):
         UsageRecord.objects.create(
             run_id=run_id, user_id=user_id, conversation_id=conversation_id, agent_key=agent_key, created_at=created_at,
             reserved_tokens=reservation,

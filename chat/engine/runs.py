@@ -248,7 +248,8 @@ class RunExecutor:
         # The task runs in a fresh context: bind the request id again for run and tool logs.
         bind_request_id(self.run.request_id)
         try:
-            await activity.conversation_changed(self.conversation)  # the owner's other tabs: running
+            # The owner's other tabs: running (queued until it is marked running).
+            await activity.conversation_changed(self.conversation, active_status=self.run.status)
             await self._execute()
         except Exception:
             log.exception("run %s crashed outside the agent loop", self.run_id)
@@ -451,7 +452,7 @@ class RunExecutor:
         for event in events:
             await self.stream.publish(event)
         await self.stream.close()
-        await activity.conversation_changed(self.conversation)  # waiting for an approval
+        await activity.conversation_changed(self.conversation, active_status=Run.Status.AWAITING_APPROVAL)
 
     def _outcome(self, transcript: Transcript, ending: Ending) -> transitions.RunOutcome:
         usage = counts_from_sdk(self.result.context_wrapper.usage) if self.result is not None else {}
@@ -483,10 +484,9 @@ class RunExecutor:
             spent=lambda: self.result.context_wrapper.usage if self.result is not None else None,
             text=lambda: transcript.content if transcript is not None else "",
         )
-        return RunConfig(
+        config = RunConfig(
             model=resolved.model,
             call_model_input_filter=self.meter,
-            model_settings=resolved.settings,
             workflow_name=spec.workflow_name or f"chat.{spec.key}",
             group_id=str(self.conversation.public_id),
             trace_metadata={
@@ -497,6 +497,10 @@ class RunExecutor:
             },
             trace_include_sensitive_data=settings.AGENTS_TRACE_SENSITIVE_DATA,
         )
+        # Set after construction: given to the constructor, a ModelSettings (which needs no
+        # coercion) still costs a `get_type_hints(RunConfig)`, about 1 ms of CPU per run.
+        config.model_settings = resolved.settings
+        return config
 
     def _error_handlers(self, spec: AgentSpec, transcript: Transcript) -> dict:
         # A structured-output agent cannot end with a plain sentence: there MaxTurnsExceeded

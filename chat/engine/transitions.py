@@ -5,6 +5,7 @@ decide, resume, finish, interrupt, expire. Synchronous and atomic; the engine wr
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -98,7 +99,33 @@ def _start(
     replace_last_turn: bool = False,
     edited_message_id=None,
 ) -> StartedRun:
-    release_dead_runs(conversation=conversation)
+    start = functools.partial(
+        _start_once,
+        conversation=conversation,
+        content=content,
+        request_id=request_id,
+        replace_last_turn=replace_last_turn,
+        edited_message_id=edited_message_id,
+    )
+    try:
+        return start()
+    except ConversationBusy:  # approval_pending too
+        # A run whose process died, or whose approval expired, may be what holds the
+        # conversation: release such runs and try once more. Looked for only here, when the
+        # conversation is found busy, not on every message (two queries each).
+        if not release_dead_runs(conversation=conversation):
+            raise
+        return start()
+
+
+def _start_once(
+    *,
+    conversation: Conversation,
+    content: str | None,
+    request_id: str,
+    replace_last_turn: bool,
+    edited_message_id,
+) -> StartedRun:
     try:
         with transaction.atomic():
             allowance = admit(conversation=conversation)
@@ -129,7 +156,7 @@ def _start(
             conversation.save(update_fields=["title", "updated_at"])
             usage_reserve(
                 run_id=run.pk, user_id=conversation.owner_id, conversation_id=conversation.pk,
-                agent_key=conversation.agent_key, created_at=reply.created_at,
+                agent_key=conversation.agent_key, created_at=reply.created_at, new_run=True,
             )
     except IntegrityError:
         _refuse_busy(conversation)
@@ -283,11 +310,7 @@ def run_finish(*, run: Run, outcome: RunOutcome) -> Message:
 
     Compare-and-set: a run that another process declared dead meanwhile (its heartbeat stalled)
     has had its turn closed and its lock released; its late outcome is not written over that."""
-    if not Run.objects.select_for_update().filter(pk=run.pk, status__in=Run.ACTIVE_STATUSES).exists():
-        log.warning("run %s ended after it was declared dead; its outcome is not stored", run.public_id)
-        return Message.objects.get(run=run, role=Message.Role.ASSISTANT)
-    reply = _store_reply(run=run, outcome=outcome, status=MESSAGE_STATUS_FOR_RUN[outcome.status])
-    Run.objects.filter(pk=run.pk).update(
+    won = Run.objects.filter(pk=run.pk, status__in=Run.ACTIVE_STATUSES).update(
         status=outcome.status,
         error=outcome.error,
         finished_at=timezone.now(),
@@ -296,6 +319,10 @@ def run_finish(*, run: Run, outcome: RunOutcome) -> Message:
         events=outcome.events or [],
         last_seq=outcome.last_seq,
     )
+    if not won:
+        log.warning("run %s ended after it was declared dead; its outcome is not stored", run.public_id)
+        return Message.objects.get(run=run, role=Message.Role.ASSISTANT)
+    reply = _store_reply(run=run, outcome=outcome, status=MESSAGE_STATUS_FOR_RUN[outcome.status])
     conversation_fields = {"updated_at": timezone.now()}
     if outcome.status != Run.Status.BLOCKED:
         conversation_fields["current_agent_name"] = outcome.agent_name
@@ -315,7 +342,12 @@ def _store_reply(*, run: Run, outcome: RunOutcome, status: str) -> Message:
     reply.structured = outcome.structured
     reply.time_to_first_token_ms = outcome.time_to_first_token_ms
     reply.duration_ms = outcome.duration_ms
-    owner_id, agent_key = Conversation.objects.filter(pk=run.conversation_id).values_list("owner_id", "agent_key").get()
+    if Run.conversation.is_cached(run):
+        owner_id, agent_key = run.conversation.owner_id, run.conversation.agent_key
+    else:
+        owner_id, agent_key = (
+            Conversation.objects.filter(pk=run.conversation_id).values_list("owner_id", "agent_key").get()
+        )
     record = usage_record_store(
         run_id=run.pk,
         user_id=owner_id,

@@ -5,11 +5,13 @@ the model is scripted."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 from agents import function_tool
 from agents.testing import assistant_message, function_call
 from asgiref.sync import sync_to_async
+from django.utils import timezone
 
 from agents_app.models import AgentSession
 from chat import engine
@@ -133,3 +135,26 @@ async def test_one_message_cannot_spend_far_past_the_budget(user, conversation, 
     assert len(model.calls) == 1  # without the meter: ten calls, each sending the whole question
     assert run.status == Run.Status.FAILED and "daily budget" in reply.error
     assert history.problems(await stored_history(conversation)) == []
+
+
+@pytest.mark.parametrize("dead", ["process died", "approval expired"])
+async def test_a_message_to_a_conversation_held_by_a_dead_run_starts_at_once(user, conversation, script, dead):
+    """Dead runs are looked for only when the conversation is found busy: the message that
+    finds one releases it and starts, with no `busy` on the way."""
+    long_ago = timezone.now() - timedelta(hours=1)
+    if dead == "process died":
+        held = await Run.objects.acreate(conversation=conversation, status=Run.Status.RUNNING, heartbeat_at=long_ago)
+    else:
+        held = await Run.objects.acreate(
+            conversation=conversation, status=Run.Status.AWAITING_APPROVAL, heartbeat_at=timezone.now(),
+            approval_expires_at=long_ago,
+        )
+    await Message.objects.acreate(conversation=conversation, run=held, role="assistant", status="streaming")
+    with script([streamed("Here now.")]):
+        started = await engine.start(user=user, conversation=conversation, content="Anyone there?")
+        await engine.wait_for_run(str(started.run.public_id))
+
+    await held.arefresh_from_db()
+    assert held.status == (Run.Status.INTERRUPTED if dead == "process died" else Run.Status.CANCELLED)
+    reply = await Message.objects.aget(run=started.run, role="assistant")
+    assert reply.status == Message.Status.COMPLETED and reply.content == "Here now."
