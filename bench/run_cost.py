@@ -27,6 +27,7 @@ import cProfile
 import json
 import os
 import secrets
+import subprocess
 import sys
 import tempfile
 import threading
@@ -94,8 +95,14 @@ connection_created.connect(_on_connection)
 _original_call = asgiref_sync.SyncToAsync.__call__
 
 
+hop_names: Counter[str] = Counter()  # --sql: what each hop ran
+
+
 async def _counted_call(self, *args, **kwargs):
     hops["sync_to_async"] += 1
+    if statements is not None:
+        func = getattr(self.func, "__func__", self.func)
+        hop_names[getattr(func, "__qualname__", type(func).__name__)] += 1
     return await _original_call(self, *args, **kwargs)
 
 
@@ -121,6 +128,27 @@ async def raw_sdk(tokens: int, runs: int) -> None:
     tracing.configure()
 
 
+def has_engine() -> bool:
+    """The engine's façade exists (not in trees before it, measured for the "before" row)."""
+    try:
+        from chat import engine
+
+        return hasattr(engine, "RunFollower")
+    except ImportError:
+        return False
+
+
+async def wait_for_run(run_id: str) -> None:
+    if has_engine():
+        from chat import engine
+
+        await engine.wait_for_run(run_id)
+    else:
+        from chat import runs
+
+        await runs.wait_for_run(run_id)
+
+
 async def app_engine(tokens: int, runs: int, *, user, conversations) -> None:
     from agents_app import providers
     from chat import engine
@@ -142,7 +170,6 @@ async def app_http(tokens: int, runs: int, *, token: str, conversations) -> None
     from django.test import AsyncClient
 
     from agents_app import providers
-    from chat import engine
 
     client = AsyncClient()
     headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
@@ -158,7 +185,7 @@ async def app_http(tokens: int, runs: int, *, token: str, conversations) -> None
             body = b"".join([chunk async for chunk in response.streaming_content])
             assert b"run.finished" in body and response.status_code == 200, (response.status_code, body[-300:])
             run = await conversation.runs.alatest("created_at")
-            await engine.wait_for_run(str(run.public_id))
+            await wait_for_run(str(run.public_id))
 
 
 async def fresh_conversations(user, count: int):
@@ -242,6 +269,8 @@ def main() -> None:
         tracing.flush(30)
         print("\n".join(statements))
         print(f"{len(statements)} statements")
+        print("\n".join(f"{count:3} × {name}" for name, count in hop_names.most_common()))
+        print(f"{sum(hop_names.values())} thread hops")
         return
 
     if args.app_only:
@@ -261,9 +290,10 @@ def main() -> None:
             taken, pool[:] = pool[:n], pool[n:]
             return taken
 
-        rows.append(
-            measure("app, engine", tokens, args.runs, lambda n, t=tokens: app_engine(t, n, user=user, conversations=take(n)))
-        )
+        if has_engine():
+            rows.append(
+                measure("app, engine", tokens, args.runs, lambda n, t=tokens: app_engine(t, n, user=user, conversations=take(n)))
+            )
         rows.append(
             measure("app, HTTP (SSE)", tokens, args.runs, lambda n, t=tokens: app_http(t, n, token=token, conversations=take(n)))
         )
@@ -277,12 +307,18 @@ def main() -> None:
         profiler.disable()
         profiler.dump_stats(args.profile)
 
-    print(f"\nOne run, in process (SQLite + in-memory, DEBUG=0, {args.runs} runs each, replies of {short} and {long} deltas)\n")
+    commit = os.environ.get("BENCH_COMMIT") or subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    print(
+        f"\nOne run, in process ({commit or 'unknown commit'}, {time.strftime('%Y-%m-%d')}; SQLite + in-memory, "
+        f"DEBUG=0, {args.runs} runs each, replies of {short} and {long} deltas)\n"
+    )
     print("| target | fixed CPU per run | CPU per token | × SDK fixed | × SDK per token | SQL / run | thread hops / run |")
     print("|---|---|---|---|---|---|---|")
     by = {(r["target"], r["tokens"]): r for r in rows}
     fits = {}
-    for target in ("raw SDK", "app, engine", "app, HTTP (SSE)"):
+    for target in dict.fromkeys(r["target"] for r in rows):
         a_short, a_long = by[(target, short)]["cpu_ms_per_run"], by[(target, long)]["cpu_ms_per_run"]
         per_token = (a_long - a_short) / (long - short)
         fixed = a_short - per_token * short
