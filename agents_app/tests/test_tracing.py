@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -218,6 +219,26 @@ def test_a_span_whose_trace_was_never_seen_gets_a_stub_trace(settings):
     processor.shutdown(5)
 
     assert SpanRecord.objects.get(span_id="span_x").trace.trace_id == "trace_orphan"
+
+
+def test_records_that_come_in_bursts_are_written_in_one_transaction(settings, monkeypatch):
+    """A run's spans end one after another over its life; written as they come, each burst
+    was a transaction of its own."""
+    settings.AGENTS_TRACE_LOCAL = True
+    processor = tracing.LocalTraceProcessor(linger_seconds=5, gather_seconds=0.5)
+    writes = []
+    original = processor._write
+    monkeypatch.setattr(processor, "_write", lambda records: (writes.append(len(records)), original(records)))
+    processor.on_trace_start(fake_trace("trace_bursts"))
+    for index in range(5):
+        time.sleep(0.02)  # the writer is idle in between: nothing else is queued
+        processor.on_span_end(fake_span("trace_bursts", f"span_burst_{index}"))
+    processor.on_trace_end(fake_trace("trace_bursts"))
+    assert processor.force_flush(10)
+    processor.shutdown(5)
+
+    assert writes == [7]
+    assert SpanRecord.objects.filter(trace__trace_id="trace_bursts").count() == 5
 
 
 def test_callbacks_return_at_once_even_while_the_writer_is_busy(settings, monkeypatch):
