@@ -1,7 +1,7 @@
 """API-token authentication for the chat socket.
 
-Channels' `AllowedHostsOriginValidator` refuses (403) every handshake without an `Origin`
-header unless `ALLOWED_HOSTS` contains `*`, and non-browser clients usually send none. So the
+The browser path's Origin check (`config.security.CsrfOriginValidator`) refuses (403) every
+handshake without an `Origin` header, and non-browser clients usually send none. So the
 token path cannot sit inside the validator; it sits in front of it and splits handshakes:
 
 * `Authorization: Bearer <token>`: the token alone decides who the user is (a valid token: its
@@ -11,8 +11,8 @@ token path cannot sit inside the validator; it sits in front of it and splits ha
   may replay cached Basic credentials, which take the browser path), so such a handshake is
   never a cross-site page riding on the user's cookies; and the token is an explicit secret,
   not an ambient credential.
-* anything else: the browser path, unchanged: the Origin must be allowed, then the session
-  authenticates (`AllowedHostsOriginValidator(AuthMiddlewareStack(...))`).
+* anything else: the browser path, unchanged: the Origin must be one CSRF would accept, then
+  the session authenticates (`CsrfOriginValidator(AuthMiddlewareStack(...))`).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def user_for_token(raw: str):
 
 
 class BearerTokenAuthMiddleware:
-    """`BearerTokenAuthMiddleware(app, otherwise=AllowedHostsOriginValidator(AuthMiddlewareStack(app)))`:
+    """`BearerTokenAuthMiddleware(app, otherwise=CsrfOriginValidator(AuthMiddlewareStack(app)))`:
     handshakes with a bearer token reach `app` authenticated by the token alone; all others go
     through `otherwise` (see the module docstring)."""
 

@@ -1,5 +1,6 @@
 """The chat socket through the project's real ASGI stack (`config.asgi.application`): an API
-token authenticates a handshake without Origin; a session cookie still needs an allowed Origin."""
+token authenticates a handshake without Origin; a session cookie still needs an Origin that
+Django's CSRF check would accept (scheme, host and port)."""
 
 from __future__ import annotations
 
@@ -21,10 +22,10 @@ def _scripted(settings):
     settings.AGENTS_MODEL_PROVIDER = "scripted"
 
 
-def socket(headers: list[tuple[bytes, bytes]]) -> WebsocketCommunicator:
+def socket(headers: list[tuple[bytes, bytes]], host: bytes = b"127.0.0.1") -> WebsocketCommunicator:
     from config.asgi import application
 
-    return WebsocketCommunicator(application, "/ws/chat/", headers=[(b"host", b"127.0.0.1"), *headers])
+    return WebsocketCommunicator(application, "/ws/chat/", headers=[(b"host", host), *headers])
 
 
 def bearer(secret: str) -> tuple[bytes, bytes]:
@@ -94,7 +95,7 @@ async def test_cookie_socket_needs_an_allowed_origin(user):
         connected, _ = await ws.connect()
         assert not connected, headers  # refused at the handshake: 403
 
-    ws = socket([cookie, (b"origin", b"http://127.0.0.1:8000")])
+    ws = socket([cookie, (b"origin", b"http://127.0.0.1:8000")], host=b"127.0.0.1:8000")
     connected, _ = await ws.connect()
     assert connected
     await ws.send_json_to({"type": "ping", "request_id": "p"})
@@ -103,8 +104,54 @@ async def test_cookie_socket_needs_an_allowed_origin(user):
 
 
 async def test_anonymous_socket_with_allowed_origin_is_still_closed_with_4401():
-    ws = socket([(b"origin", b"http://localhost")])
+    ws = socket([(b"origin", b"http://localhost")], host=b"localhost")
     connected, _ = await ws.connect()
     assert connected
     closed = await ws.receive_output(5)
     assert closed["type"] == "websocket.close" and closed["code"] == 4401
+
+
+@pytest.mark.parametrize(
+    ("host", "origin", "allowed_hosts"),
+    [
+        (b"127.0.0.1:8000", b"http://127.0.0.1:9000", None),  # another port of the host
+        (b"127.0.0.1:8000", b"https://127.0.0.1:8000", None),  # another scheme
+        (b"127.0.0.1", b"http://127.0.0.1:8000", None),
+        (b"chat.example.com", b"http://evil.example.com", [".example.com"]),  # a sibling subdomain
+        (b"chat.example.com", b"http://example.com", [".example.com"]),
+        (b"evil.example", b"http://evil.example", None),  # a host not in ALLOWED_HOSTS
+        (b"127.0.0.1", b"null", None),
+    ],
+)
+async def test_cookie_socket_from_an_origin_csrf_refuses_is_refused(user, settings, host, origin, allowed_hosts):
+    if allowed_hosts is not None:
+        settings.ALLOWED_HOSTS = allowed_hosts
+    settings.CSRF_TRUSTED_ORIGINS = []
+    ws = socket([await session_cookie(user), (b"origin", origin)], host=host)
+    connected, _ = await ws.connect()
+    assert not connected  # refused at the handshake: 403, so no frame could create anything
+    assert not await Conversation.objects.aexists()
+
+
+@pytest.mark.parametrize(
+    ("host", "origin", "trusted", "extra"),
+    [
+        (b"127.0.0.1:8000", b"http://127.0.0.1:8000", [], []),  # the request's own origin
+        # nginx forwards `Host: localhost`; the page was served on port 8080 (the compose file)
+        (b"localhost", b"http://localhost:8080", ["http://localhost:8080"], []),
+        (b"chat.example.com", b"https://app.example.com", ["https://*.example.com"], []),
+        # behind TLS: the proxy's X-Forwarded-Proto makes the request's own origin https
+        (b"chat.example.com", b"https://chat.example.com", [], [(b"x-forwarded-proto", b"https")]),
+    ],
+)
+async def test_cookie_socket_from_an_origin_csrf_accepts_chats_as_the_user(user, settings, host, origin, trusted, extra):
+    settings.ALLOWED_HOSTS = ["127.0.0.1", "localhost", ".example.com"]
+    settings.CSRF_TRUSTED_ORIGINS = trusted
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    ws = socket([await session_cookie(user), (b"origin", origin), *extra], host=host)
+    connected, _ = await ws.connect()
+    assert connected
+    await ws.send_json_to({"type": "conversation.create", "agent": "assistant"})
+    created = await ws.receive_json_from()
+    await ws.disconnect()
+    assert await Conversation.objects.filter(public_id=created["conversation"], owner=user).aexists()
