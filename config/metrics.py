@@ -11,6 +11,7 @@ import hmac
 
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
+from django.views.decorators.debug import sensitive_variables
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
@@ -67,10 +68,14 @@ pools = _PoolCollector()
 registry.register(pools)
 
 
+@sensitive_variables("token", "presented")
 def metrics_view(request: HttpRequest) -> HttpResponse:
     token = settings.METRICS_TOKEN
-    presented = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    allowed = (token and presented and hmac.compare_digest(presented, token)) or (
+    scheme, _, presented = request.headers.get("Authorization", "").strip().partition(" ")
+    presented = presented.strip() if scheme.lower() == "bearer" else ""
+    # Bytes: `compare_digest` refuses str with non-ASCII characters (TypeError: a 500 whose
+    # DEBUG page listed the token). Header values arrive latin-1 decoded, so any of them encodes.
+    allowed = (token and presented and hmac.compare_digest(presented.encode(), token.encode())) or (
         request.user.is_authenticated and request.user.is_active and request.user.is_staff
     )
     if not allowed:

@@ -93,6 +93,22 @@ async def test_requests_without_a_valid_token_are_401_even_with_a_signed_in_sess
     assert error_of(response) == (401, "unauthorized")
 
 
+MALFORMED_TOKENS = [
+    "é", "ac_0123456789_é", "ac_ééééééééé_x", "ac_0123456789_" + "ÿ" * 43, "\x00\x1f", "ac_0123456789_\x00", "x" * 20000,
+]
+
+
+@pytest.mark.parametrize("malformed", MALFORMED_TOKENS)
+async def test_a_malformed_token_is_a_401_that_shows_nothing(user, settings, malformed):
+    settings.DEBUG = True  # a 500 would be the DEBUG page, listing the request and its variables
+    real = await token_for(user)
+    response = await AsyncClient(raise_request_exception=False).get(
+        "/api/agents", headers={"Authorization": f"Bearer {malformed}"}
+    )
+    assert error_of(response) == (401, "unauthorized")
+    assert real not in response.content.decode()
+
+
 async def test_a_token_request_ignores_the_session_and_needs_no_csrf_token(user, other_user, token):
     # A browser session of another user on the same client changes nothing: the token decides.
     client = api_client(token, enforce_csrf_checks=True)

@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.test import Client
+from django.test import AsyncClient, Client
 
 from chat.models import Conversation
 from chat.tests.helpers import connect, receive_until, send_message
 from chat.tests.scripts import streamed
+from config import metrics
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _registry_broke(*args):
+    # Up here, away from the token: the DEBUG page shows the source lines around the raise.
+    raise RuntimeError("the registry broke")
 
 
 def scrape(client: Client, **headers) -> tuple[int, str]:
@@ -61,3 +67,29 @@ def test_metrics_are_hidden_from_everyone_but_staff_and_the_token(client, user, 
     assert scrape(client)[0] == 404
     assert scrape(Client(), HTTP_AUTHORIZATION="Bearer wrong")[0] == 404
     assert scrape(Client(), HTTP_AUTHORIZATION="Bearer s3cret-metrics-token")[0] == 200
+
+
+MALFORMED = ["Bearer é", "Bearer s3cret-metrics-tokén", "Bearer \x00\x1f", "Bearer " + "ÿ" * 5000, "Bearer", "Basic é"]
+
+
+@pytest.mark.parametrize("authorization", MALFORMED)
+async def test_a_malformed_metrics_credential_is_a_404_that_shows_nothing(settings, authorization):
+    settings.DEBUG = True  # the DEBUG error page would list the view's variables
+    settings.METRICS_TOKEN = "s3cret-metrics-token"
+    response = await AsyncClient(raise_request_exception=False).get("/metrics", headers={"Authorization": authorization})
+    assert response.status_code == 404
+    assert "s3cret-metrics-token" not in response.content.decode()
+
+
+async def test_a_500_of_metrics_in_debug_does_not_show_the_metrics_token(user, settings, monkeypatch):
+    settings.DEBUG = True
+    settings.METRICS_TOKEN = "s3cret-metrics-token"
+    user.is_staff = True
+    await user.asave()
+    staff = AsyncClient(raise_request_exception=False)
+    await staff.aforce_login(user)  # staff need no token, so nothing tells the page what to hide
+    monkeypatch.setattr(metrics, "generate_latest", _registry_broke)
+    response = await staff.get("/metrics", headers={"Accept": "text/html"})
+    page = response.content.decode()
+    assert response.status_code == 500 and "the registry broke" in page  # the DEBUG page
+    assert "s3cret-metrics-token" not in page

@@ -87,6 +87,19 @@ async def test_invalid_token_gets_the_same_4401_close_as_an_anonymous_socket(use
     assert closed == {**closed, "type": "websocket.close", "code": 4401}
 
 
+@pytest.mark.parametrize(
+    "authorization",
+    [b"Bearer \xc3\xa9", b"Bearer ac_0123456789_\xff\xfe", b"Bearer ac_\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9_x",
+     b"Bearer \x00", b"Bearer " + b"\xff" * 20000],
+)
+async def test_a_malformed_token_socket_gets_the_same_4401_close(user, authorization):
+    ws = socket([(b"authorization", authorization)])
+    connected, _ = await ws.connect()
+    assert connected
+    closed = await ws.receive_output(5)
+    assert closed == {**closed, "type": "websocket.close", "code": 4401}
+
+
 async def test_cookie_socket_needs_an_allowed_origin(user):
     cookie = await session_cookie(user)
 
