@@ -3,25 +3,50 @@
 from __future__ import annotations
 
 import io
+from dataclasses import asdict
 from urllib.parse import urlsplit
 
 from channels.security.websocket import WebsocketDenier
-from csp.constants import UNSAFE_INLINE
+from csp.constants import HEADER, UNSAFE_INLINE
 from csp.middleware import CSPMiddleware, PolicyParts
+from csp.utils import build_policy
 from django.conf import settings
 from django.core.exceptions import DisallowedHost
 from django.core.handlers.asgi import ASGIRequest
 from django.http.request import is_same_domain
 
+# The statuses django-csp leaves without a policy in DEBUG (csp.middleware.CSPMiddleware).
+DJANGO_CSP_DEBUG_EXEMPT = (404, 500)
+
 
 class ContentSecurityPolicyMiddleware(CSPMiddleware):
-    """django-csp's middleware with `CONTENT_SECURITY_POLICY` everywhere, except that admin
-    pages may also use inline styles: the admin templates of this project position trace bars
-    and indent spans with `style` attributes (templates/admin/…). Scripts stay 'self' only."""
+    """django-csp's middleware with `CONTENT_SECURITY_POLICY` on every response, error pages
+    included, except that:
+
+    * admin pages may also use inline styles: the admin templates of this project position
+      trace bars and indent spans with `style` attributes (templates/admin/…);
+    * in DEBUG, error responses may also use inline script and style: Django's technical 404,
+      400 and 500 pages and its CSRF failure page are written that way. django-csp sends no
+      policy at all on a DEBUG 404 or 500; here they get the whole policy, loosened only so.
+
+    It sits right after the request-id middleware (settings.MIDDLEWARE), so the responses of
+    every other middleware (SecurityMiddleware's 400 for a bad Host, CSRF's 403) and of the
+    error handlers (handler404, handler500…) pass through it."""
+
+    def process_response(self, request, response):
+        response = super().process_response(request, response)
+        skipped = settings.DEBUG and response.status_code in DJANGO_CSP_DEBUG_EXEMPT and HEADER not in response
+        if skipped and not getattr(response, "_csp_exempt", False):
+            policy = build_policy(**asdict(self.get_policy_parts(request=request, response=response)))
+            if policy:
+                response[HEADER] = policy
+        return response
 
     def get_policy_parts(self, request, response, report_only: bool = False) -> PolicyParts:
         parts = super().get_policy_parts(request, response, report_only)
-        if request.path_info.startswith("/admin/"):
+        if settings.DEBUG and response.status_code >= 400:
+            parts.update = {**(parts.update or {}), "script-src": [UNSAFE_INLINE], "style-src": [UNSAFE_INLINE]}
+        elif request.path_info.startswith("/admin/"):
             parts.update = {**(parts.update or {}), "style-src": [UNSAFE_INLINE]}
         return parts
 

@@ -72,9 +72,10 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First: every request (and every log line it causes) gets an id; its duration is logged.
     "config.logging.RequestIdMiddleware",
-    "django.middleware.security.SecurityMiddleware",
-    # Content-Security-Policy on every response, static files included (config/security.py).
+    # Content-Security-Policy on every response, static files and error responses included:
+    # before every middleware that may answer by itself (config/security.py).
     "config.security.ContentSecurityPolicyMiddleware",
+    "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -51,3 +51,51 @@ def test_a_500_page_in_debug_does_not_show_a_token_a_view_just_created(user, set
     assert response.status_code == 500 and "something broke" in page
     assert user.api_tokens.count() == 1  # it was created, then the page failed
     assert "created" in page and TOKEN_PATTERN.search(page) is None
+
+
+def _policy(response) -> dict[str, str]:
+    header = response.get("Content-Security-Policy") or ""
+    return dict(part.strip().split(" ", 1) for part in header.split(";") if part.strip())
+
+
+def _error_response(kind: str, user, settings, monkeypatch):
+    client = Client(raise_request_exception=False)
+    if kind == "404":
+        return client.get("/no-such-page/")
+    if kind == "500":
+        monkeypatch.setattr(account_views, "render", _boom)
+        client.force_login(user)
+        return client.post("/api-tokens/", {"name": "laptop", "expires": ""}, headers={"Accept": "text/html"})
+    if kind == "403-csrf":
+        client = Client(enforce_csrf_checks=True)
+        client.force_login(user)
+        return client.post("/api-tokens/", {"name": "laptop", "expires": ""})
+    if kind == "400-host":
+        # Refused by SecurityMiddleware's HTTPS redirect, before the view middleware runs.
+        settings.SECURE_SSL_REDIRECT = True
+        return client.get("/", headers={"Host": "evil.example"})
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["404", "500", "403-csrf", "400-host"])
+def test_error_responses_carry_the_content_security_policy(user, settings, monkeypatch, kind):
+    settings.DEBUG = False
+    response = _error_response(kind, user, settings, monkeypatch)
+
+    assert response.status_code == int(kind[:3])
+    policy = _policy(response)
+    assert policy["script-src"] == "'self'" and policy["style-src"] == "'self'"
+    assert policy["frame-ancestors"] == "'none'" and policy["object-src"] == "'none'"
+
+
+@pytest.mark.parametrize("kind", ["404", "500", "403-csrf", "400-host"])
+def test_debug_error_pages_carry_the_policy_with_only_inline_code_allowed_in_addition(user, settings, monkeypatch, kind):
+    settings.DEBUG = True
+    response = _error_response(kind, user, settings, monkeypatch)
+
+    assert response.status_code == int(kind[:3])
+    policy = _policy(response)
+    # Django's DEBUG pages style and script themselves inline; nothing else is loosened.
+    assert policy["script-src"] == "'self' 'unsafe-inline'" and policy["style-src"] == "'self' 'unsafe-inline'"
+    assert policy["frame-ancestors"] == "'none'" and policy["object-src"] == "'none'"
+    assert policy["connect-src"] == "'self'" and policy["form-action"] == "'self'"
