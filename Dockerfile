@@ -2,6 +2,10 @@
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+# Production mode unless told otherwise: without SECRET_KEY and ALLOWED_HOSTS the app refuses to
+# start instead of serving the DEBUG pages and a well-known key (the settings default to
+# development for `make run`, not for the image).
+ENV DEBUG=0
 WORKDIR /app
 
 COPY requirements.txt .

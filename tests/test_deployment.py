@@ -6,6 +6,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -170,3 +171,50 @@ async def test_deployments_on_different_redis_databases_do_not_hear_each_others_
         for each in (listener, other, same):
             await each.flush()
     assert heard["from"] == "this deployment"  # the neighbour's message, sent first, never arrived
+
+
+def dockerfile_env() -> dict[str, str]:
+    """The variables the image's `ENV` instructions set (continuation lines joined)."""
+    source = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    env: dict[str, str] = {}
+    for line in source.splitlines():
+        if line.strip().upper().startswith("ENV "):
+            for pair in shlex.split(line.strip()[4:]):
+                name, _, value = pair.partition("=")
+                env[name] = value
+    return env
+
+
+def compose_app_env() -> dict[str, str]:
+    """The web service's environment as compose resolves it with nothing set but a strong
+    SECRET_KEY: `${NAME:-default}` is its default, `${NAME:?message}` is what compose demands."""
+    environment = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["web"]["environment"]
+    given = {"SECRET_KEY": STRONG_KEY}
+
+    def resolve(match: re.Match) -> str:
+        name, op, default = match.group(1), match.group(2) or "", match.group(3) or ""
+        if name in given:
+            return given[name]
+        assert op != ":?", f"compose requires {name}"
+        return default if op == ":-" else ""
+
+    return {k: re.sub(r"\$\{(\w+)(:-|:\?)?([^}]*)\}", resolve, str(v)) for k, v in environment.items()}
+
+
+def test_the_image_runs_in_production_mode_and_refuses_to_start_without_a_secret_key():
+    image = dockerfile_env()
+    assert image.get("DEBUG") == "0"
+    result = _settings_with(image)
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set when DEBUG is off." in result.stderr
+    # A developer's .env (DEBUG=1, a key) never reaches the build context.
+    assert ".env" in (ROOT / ".dockerignore").read_text().split()
+
+
+def test_compose_gives_the_image_what_production_mode_needs():
+    result = _settings_with(
+        {**dockerfile_env(), **compose_app_env()},
+        code="import django; django.setup(); from django.conf import settings; print(settings.DEBUG, settings.ALLOWED_HOSTS)",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "False ['localhost', '127.0.0.1']"
