@@ -17,4 +17,6 @@ RUN DEBUG=1 python manage.py collectstatic --noinput \
 USER app
 
 EXPOSE 8000
-CMD ["daphne", "--bind", "0.0.0.0", "--port", "8000", "--proxy-headers", "config.asgi:application"]
+# No --proxy-headers: daphne would take the client's address from the leftmost X-Forwarded-For
+# entry, which the client writes. The app resolves it itself (TRUSTED_PROXY_COUNT).
+CMD ["daphne", "--bind", "0.0.0.0", "--port", "8000", "config.asgi:application"]

@@ -4,7 +4,8 @@ notation ("20/second", "100/hour"); an empty setting switches that limit off.
 
 Over a limit, callers raise `AppError("rate_limited", …, retry_after=…)`: the socket answers
 with an `error` (and stays open unless the client keeps flooding), HTTP with 429 and
-`Retry-After`. Sign-ups per IP are allauth's own limit (`ACCOUNT_RATE_LIMITS`, in settings).
+`Retry-After`. Sign-ups per IP are allauth's own limit (`ACCOUNT_RATE_LIMITS`, in settings),
+keyed by `client_ip` like every limit per address.
 
 Concurrent sockets per user are not a rate: `SocketSlots` counts them in a Redis sorted set
 (or a dict), each entry refreshed while its socket lives, so a crashed process's sockets
@@ -14,6 +15,7 @@ drop out after `SLOT_TTL_SECONDS`.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import math
 import threading
 import time
@@ -56,6 +58,28 @@ def _hit(limiter: MovingWindowRateLimiter, rate: str, key: str) -> float | None:
         return None
     reset_at = limiter.get_window_stats(item, key).reset_time
     return max(reset_at - time.time(), 0.0)
+
+
+def client_ip(request) -> str:
+    """The address a request came from, for every limit per client address.
+
+    daphne runs without `--proxy-headers` (Dockerfile), so `REMOTE_ADDR` is the peer that
+    connected: the client itself, or the nearest proxy. Each of the `TRUSTED_PROXY_COUNT`
+    proxies in front appends the address it saw to `X-Forwarded-For`, so the client is the
+    Nth entry from the right; everything left of it was written by the client and proves
+    nothing. With no proxy trusted (the default), the header is ignored. A header shorter than
+    the proxy chain or holding no address did not come through the chain: the peer is used."""
+    peer = request.META.get("REMOTE_ADDR", "")
+    count = settings.TRUSTED_PROXY_COUNT
+    if count <= 0:
+        return peer
+    entries = [e.strip() for e in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if e.strip()]
+    if len(entries) < count:
+        return peer
+    try:
+        return str(ipaddress.ip_address(entries[-count]))
+    except ValueError:
+        return peer
 
 
 def refuse_over(retry_after: float | None, what: str) -> None:

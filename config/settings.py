@@ -211,6 +211,7 @@ AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
     "allauth.account.auth_backends.AuthenticationBackend",
 ]
+ACCOUNT_ADAPTER = "accounts.adapters.AccountAdapter"
 ACCOUNT_LOGIN_METHODS = {"email"}
 ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
 ACCOUNT_EMAIL_VERIFICATION = env.str("ACCOUNT_EMAIL_VERIFICATION", default="none")
@@ -320,8 +321,13 @@ RATE_LIMIT_CONVERSATIONS = env.str("RATE_LIMIT_CONVERSATIONS", default="120/hour
 RATE_LIMIT_API_REQUESTS = env.str("RATE_LIMIT_API_REQUESTS", default="600/minute")
 # allauth's own limits (counted in the cache: Redis with REDIS_URL); sign-ups per client IP.
 ACCOUNT_RATE_LIMITS = {"signup": env.str("RATE_LIMIT_SIGNUPS", default="10/h/ip")}
-# Behind nginx (docker-compose.yml): the client IP is the one the proxy saw.
-ALLAUTH_TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+# Proxies in front of daphne whose X-Forwarded-For entry is believed (nginx in
+# docker-compose.yml: 1). The client IP of every limit per address is the entry this many from
+# the right (config.ratelimits.client_ip); 0 = trust none, use the connecting address.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+if TRUSTED_PROXY_COUNT < 0:
+    raise ImproperlyConfigured("TRUSTED_PROXY_COUNT must be 0 (no proxy trusted) or the number of proxies in front.")
+ALLAUTH_TRUSTED_PROXY_COUNT = TRUSTED_PROXY_COUNT  # allauth asks the adapter, which uses client_ip
 
 # Sockets and SSE streams recheck what authenticated them this often (a revocation also closes
 # them at once through the channel layer; this covers a lost message and token expiry).

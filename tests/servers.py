@@ -4,6 +4,7 @@ runs on it) with the test process."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -32,6 +33,20 @@ def database_url() -> str:
         return f"sqlite:///{Path(db['NAME']).resolve()}"
     password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
     return f"postgres://{db['USER']}{password}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def dockerfile_daphne_options() -> tuple[str, ...]:
+    """The flags the image's CMD gives daphne, but the address, port and application."""
+    cmd = next(line for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("CMD "))
+    args = json.loads(cmd.removeprefix("CMD "))
+    assert args[0] == "daphne" and args[-1] == "config.asgi:application", args
+    options, rest = [], iter(args[1:-1])
+    for arg in rest:
+        if arg in ("-b", "--bind", "-p", "--port"):
+            next(rest)
+        else:
+            options.append(arg)
+    return tuple(options)
 
 
 @dataclass
@@ -65,7 +80,10 @@ class Server:
                 self.kill()
 
 
-def start_daphne(tmp_path: Path, *, name: str = "daphne", extra_env: dict[str, str] | None = None) -> Server:
+def start_daphne(
+    tmp_path: Path, *, name: str = "daphne", extra_env: dict[str, str] | None = None, options: tuple[str, ...] = ()
+) -> Server:
+    """`options`: more daphne flags (the Dockerfile's, for tests of the image's command)."""
     port = free_port()
     env = {
         **os.environ,
@@ -84,7 +102,7 @@ def start_daphne(tmp_path: Path, *, name: str = "daphne", extra_env: dict[str, s
         env.pop("REDIS_URL", None)
     log = tmp_path / f"{name}-{port}.log"
     process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *options, "config.asgi:application"],
         cwd=ROOT,
         env=env,
         stdout=log.open("w"),

@@ -218,3 +218,12 @@ def test_compose_gives_the_image_what_production_mode_needs():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "False ['localhost', '127.0.0.1']"
+
+
+def test_the_image_and_the_compose_file_agree_on_who_says_where_a_client_is():
+    # daphne's --proxy-headers would take the leftmost X-Forwarded-For entry, the client's own.
+    cmd = next(line for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("CMD "))
+    assert "--proxy-headers" not in cmd
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert compose["services"]["web"]["environment"]["TRUSTED_PROXY_COUNT"] == "1"  # nginx, the one proxy
+    assert documented_production_env()["TRUSTED_PROXY_COUNT"] == "1"

@@ -4,18 +4,22 @@ signed-in session cookie; the rule-based scripted model stands in for the LLM.""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
+import random
+import re
 
 import pytest
 import websockets
 from asgiref.sync import async_to_sync
+from django.contrib.auth import get_user_model
 from websockets.asyncio.client import connect
 
 from agents_app import history
 from agents_app.session import DjangoSession
 from chat.models import Conversation, Message
 from tests.clients import session_cookie
-from tests.servers import running_daphne
+from tests.servers import dockerfile_daphne_options, running_daphne
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -83,3 +87,38 @@ def test_cross_origin_and_anonymous_sockets_are_refused(user, tmp_path):
     assert status == 403
     assert close_code == 4401
     assert not Message.objects.exists()
+
+
+def _sign_up(server, *, source: str, email: str, forwarded_for: str) -> int:
+    """One sign-up over HTTP from the loopback address `source`, as a new browser would."""
+    def conn() -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", server.port, timeout=30, source_address=(source, 0))
+
+    page = conn()
+    page.request("GET", "/accounts/signup/")
+    response = page.getresponse()
+    response.read()
+    csrf = re.search(r"csrftoken=([^;]+)", response.getheader("Set-Cookie") or "").group(1)
+    form = f"csrfmiddlewaretoken={csrf}&email={email}&password1=a-long-passphrase-42&password2=a-long-passphrase-42"
+    post = conn()
+    post.request("POST", "/accounts/signup/", form, {
+        "Cookie": f"csrftoken={csrf}", "Content-Type": "application/x-www-form-urlencoded",
+        "X-Forwarded-For": forwarded_for,
+    })
+    status = post.getresponse().status
+    post.close()
+    return status
+
+
+def test_sign_ups_with_a_made_up_forwarded_for_count_against_the_real_address(tmp_path):
+    # An address of our own on loopback: the count starts at zero even where Redis keeps counts
+    # of earlier runs.
+    source = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
+    with running_daphne(tmp_path, options=dockerfile_daphne_options(), extra_env={"RATE_LIMIT_SIGNUPS": "3/h/ip"}) as server:
+        statuses = [
+            _sign_up(server, source=source, email=f"spoof{i}@example.com", forwarded_for=f"203.0.113.{i + 1}")
+            for i in range(6)
+        ]
+
+    assert statuses == [302, 302, 302, 429, 429, 429]
+    assert get_user_model().objects.filter(email__startswith="spoof").count() == 3
