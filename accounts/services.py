@@ -14,6 +14,8 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import Q
@@ -22,6 +24,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from accounts.credentials import revoke, token_group
 from accounts.models import ApiToken
+from config.errors import AppError
 
 TOKEN_SCHEME = "ac"
 PREFIX_BYTES = 5  # 10 hex characters
@@ -47,6 +50,19 @@ def hash_token(raw: str) -> str:
 @sensitive_variables("raw")
 @transaction.atomic
 def api_token_create(*, owner: AbstractBaseUser, name: str, expires_at: datetime | None = None) -> CreatedToken:
+    """A new token, or AppError("too_many_tokens") when the owner already holds
+    API_TOKENS_PER_USER live ones (the request rate is per user, but an unbounded number of
+    live secrets is still an unbounded number of things to leak)."""
+    cap = settings.API_TOKENS_PER_USER
+    if cap:
+        # The owner's row is the lock: two mints at once cannot both take the last place.
+        get_user_model().objects.select_for_update().filter(pk=owner.pk).first()
+        if ApiToken.objects.for_user(owner).usable().count() >= cap:
+            raise AppError(
+                "too_many_tokens",
+                f"You already have {cap} active API token{'s' if cap != 1 else ''}, the most allowed; "
+                "revoke one you no longer need first.",
+            )
     prefix = secrets.token_hex(PREFIX_BYTES)
     while ApiToken.objects.filter(prefix=prefix).exists():  # 40 bits: practically never
         prefix = secrets.token_hex(PREFIX_BYTES)

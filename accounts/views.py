@@ -9,6 +9,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from accounts import services
 from accounts.forms import ApiTokenForm
 from accounts.models import ApiToken
+from config.errors import AppError
 
 
 @never_cache  # the page that shows a new token must never be cached anywhere
@@ -19,11 +20,15 @@ def api_tokens(request):
     if request.method == "POST":
         form = ApiTokenForm(request.POST)
         if form.is_valid():
-            # Rendered, not redirected: the secret must not travel through the session or a URL.
-            created = services.api_token_create(
-                owner=request.user, name=form.cleaned_data["name"], expires_at=form.expires_at()
-            )
-            form = ApiTokenForm()
+            try:
+                # Rendered, not redirected: the secret must not travel through the session or a URL.
+                created = services.api_token_create(
+                    owner=request.user, name=form.cleaned_data["name"], expires_at=form.expires_at()
+                )
+            except AppError as exc:  # at the cap of live tokens
+                form.add_error(None, exc.message)
+            else:
+                form = ApiTokenForm()
     else:
         form = ApiTokenForm()
     tokens = ApiToken.objects.for_user(request.user)

@@ -72,7 +72,7 @@ def api_view(*methods: str) -> Callable[[View], View]:
                 # The connection goes back to the pool at once: a request may wait long on a
                 # busy event loop before its next step, and must not hold one meanwhile.
                 token = await database_sync_to_async(_authenticate)(raw) if raw else None
-            except AppError as exc:  # over the token's request rate
+            except AppError as exc:  # over the owner's request rate
                 return error_response(exc)
             except OperationalError as exc:  # no database connection free in time (pool exhausted)
                 log.warning("%s %s refused: %r", request.method, request.path, exc)
@@ -102,10 +102,10 @@ def api_view(*methods: str) -> Callable[[View], View]:
 
 
 def _authenticate(raw: str) -> ApiToken | None:
-    """The usable token, counted against its request rate (one thread hop for both)."""
+    """The usable token, counted against its owner's request rate (one thread hop for both)."""
     token = api_token_for(raw=raw)
     if token is not None:
-        ratelimits.check_api_request(token_id=token.pk)
+        ratelimits.check_api_request(user_id=token.owner_id)
     return token
 
 

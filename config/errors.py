@@ -23,6 +23,7 @@ STATUS_OF = {
     "already_decided": 409,
     "reply_streaming": 409,
     "conflict": 409,
+    "too_many_tokens": 409,
     "events_expired": 410,
     "too_large": 413,
     "quota_exceeded": 429,

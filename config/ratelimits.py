@@ -93,9 +93,10 @@ def check_conversation_create(*, user_id: int) -> None:
     refuse_over(_hit(_shared_limiter(), settings.RATE_LIMIT_CONVERSATIONS, f"conversations:{user_id}"), "new conversations")
 
 
-def check_api_request(*, token_id: int) -> None:
-    """HTTP API requests per token (RATE_LIMIT_API_REQUESTS)."""
-    refuse_over(_hit(_shared_limiter(), settings.RATE_LIMIT_API_REQUESTS, f"api:{token_id}"), "requests with this token")
+def check_api_request(*, user_id: int) -> None:
+    """HTTP API requests per user (RATE_LIMIT_API_REQUESTS), whichever of their tokens sends
+    them: counted per token, minting more tokens would multiply the limit."""
+    refuse_over(_hit(_shared_limiter(), settings.RATE_LIMIT_API_REQUESTS, f"api:user:{user_id}"), "API requests")
 
 
 def check_frame(*, socket: str) -> None:

@@ -318,7 +318,10 @@ RATE_LIMIT_SOCKET_FRAMES = env.str("RATE_LIMIT_SOCKET_FRAMES", default="30/secon
 RATE_LIMIT_SOCKET_REFUSALS = env.str("RATE_LIMIT_SOCKET_REFUSALS", default="100 per 10 seconds")
 RATE_LIMIT_SOCKETS_PER_USER = env.int("RATE_LIMIT_SOCKETS_PER_USER", default=20)
 RATE_LIMIT_CONVERSATIONS = env.str("RATE_LIMIT_CONVERSATIONS", default="120/hour")
+# Per user, all their API tokens together.
 RATE_LIMIT_API_REQUESTS = env.str("RATE_LIMIT_API_REQUESTS", default="600/minute")
+# Live (neither revoked nor expired) API tokens a user may hold; 0 = no cap.
+API_TOKENS_PER_USER = env.int("API_TOKENS_PER_USER", default=10)
 # allauth's own limits (counted in the cache: Redis with REDIS_URL); sign-ups per client IP.
 ACCOUNT_RATE_LIMITS = {"signup": env.str("RATE_LIMIT_SIGNUPS", default="10/h/ip")}
 # Proxies in front of daphne whose X-Forwarded-For entry is believed (nginx in

@@ -20,6 +20,7 @@ from accounts.services import (
     bearer_token,
 )
 from chat.tests.factories import UserFactory
+from config.errors import AppError
 
 pytestmark = pytest.mark.django_db
 
@@ -80,6 +81,23 @@ def test_revoking_twice_keeps_the_first_revocation_time(user):
     assert api_token_revoke(token=created.token).revoked_at == first
 
 
+def test_minting_past_the_cap_of_live_tokens_is_refused_and_revoked_or_expired_ones_do_not_count(user, other_user, settings):
+    settings.API_TOKENS_PER_USER = 3
+    first, _, _ = (api_token_create(owner=user, name=f"t{n}") for n in range(3))
+    with pytest.raises(AppError) as refused:
+        api_token_create(owner=user, name="fourth")
+    assert refused.value.code == "too_many_tokens" and refused.value.http_status == 409
+    assert "3 active API tokens" in refused.value.message and "revoke one" in refused.value.message
+    assert ApiToken.objects.for_user(user).count() == 3
+    api_token_create(owner=other_user, name="theirs")  # the cap is per user
+
+    api_token_revoke(token=first.token)
+    ApiToken.objects.filter(owner=user, name="t1").update(expires_at=timezone.now() - timedelta(seconds=1))
+    api_token_create(owner=user, name="fourth")
+    api_token_create(owner=user, name="fifth")
+    assert ApiToken.objects.for_user(user).usable().count() == 3
+
+
 @pytest.mark.parametrize(
     ("header", "expected"),
     [("Bearer abc", "abc"), ("bearer  abc ", "abc"), ("Basic abc", None), ("Bearer", None), ("Bearer ", None), (None, None)],
@@ -112,6 +130,18 @@ def test_tokens_page_needs_sign_in_and_a_name(client, user):
     client.force_login(user)
     response = client.post(reverse("accounts:api_tokens"), {"name": ""})
     assert response.status_code == 400 and not ApiToken.objects.exists()
+
+
+def test_tokens_page_refuses_a_token_past_the_cap_with_a_form_error(client, user, settings):
+    settings.API_TOKENS_PER_USER = 1
+    api_token_create(owner=user, name="only")
+    client.force_login(user)
+
+    response = client.post(reverse("accounts:api_tokens"), {"name": "one more", "expires": "30"})
+
+    assert response.status_code == 400 and response.context["created"] is None
+    assert "1 active API token, the most allowed" in response.content.decode()
+    assert list(ApiToken.objects.for_user(user).values_list("name", flat=True)) == ["only"]
 
 
 def test_revoke_needs_post_with_csrf_and_only_reaches_own_tokens(user, other_user):

@@ -1,6 +1,6 @@
 """Rate limits: frames per socket, conversations per user, sockets per user, API requests per
-token, sign-ups per IP. Over a limit the client is told when to retry; the socket stays open
-unless it keeps flooding."""
+user (all their tokens together), sign-ups per IP. Over a limit the client is told when to
+retry; the socket stays open unless it keeps flooding."""
 
 from __future__ import annotations
 
@@ -95,16 +95,19 @@ async def test_a_user_may_keep_only_so_many_sockets_open(user, limits):
     await fourth.disconnect()
 
 
-async def test_api_requests_per_token_get_429_with_retry_after(user, limits):
-    limits(RATE_LIMIT_API_REQUESTS="3/minute")
-    api = api_client(await token_for(user))
-    statuses = [(await api.get("/api/agents")).status_code for _ in range(3)]
-    over = await api.get("/api/agents")
+async def test_api_requests_are_limited_per_user_across_all_their_tokens(user, other_user, limits):
+    limits(RATE_LIMIT_API_REQUESTS="4/minute")
+    # Four fresh tokens, one request each: the user's limit, however many tokens they mint.
+    tokens = [api_client(await token_for(user, name=f"t{n}")) for n in range(5)]
+    statuses = [(await api.get("/api/agents")).status_code for api in tokens[:4]]
+    over = await tokens[4].get("/api/agents")
 
-    assert statuses == [200, 200, 200]
+    assert statuses == [200, 200, 200, 200]
     assert over.status_code == 429 and 1 <= int(over["Retry-After"]) <= 60
-    other = api_client(await token_for(user, name="second"))
-    assert (await other.get("/api/agents")).status_code == 200  # counted per token
+    assert (await sync_to_async(over.json)())["error"]["code"] == "rate_limited"
+    assert (await tokens[0].get("/api/agents")).status_code == 429
+    other = api_client(await token_for(other_user))
+    assert (await other.get("/api/agents")).status_code == 200  # another user has their own count
 
 
 def test_sign_ups_per_ip_are_limited(settings, db):
