@@ -3,9 +3,10 @@
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.contrib.auth.forms import AdminPasswordChangeForm
 
 from accounts.models import ApiToken
-from accounts.services import api_token_revoke
+from accounts.services import api_token_revoke, api_tokens_revoke_all
 
 User = get_user_model()
 
@@ -14,9 +15,22 @@ if admin.site.is_registered(User):
     admin.site.unregister(User)
 
 
+class PasswordChangeRevokingTokensForm(AdminPasswordChangeForm):
+    """Staff setting a user's password (e.g. after a compromise) revoke the user's API tokens,
+    like a change or reset through the account pages does (`accounts.signals`)."""
+
+    def save(self, commit: bool = True):
+        user = super().save(commit=commit)
+        if commit:
+            api_tokens_revoke_all(owner=user, reason="password_changed")
+        return user
+
+
 @admin.register(User)
 class UserAdmin(BaseUserAdmin):
     """Django's user admin; `usage.admin` adds the daily token budget to it."""
+
+    change_password_form = PasswordChangeRevokingTokensForm
 
 
 @admin.register(ApiToken)

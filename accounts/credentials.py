@@ -11,7 +11,9 @@ connection it authenticated is closed with 4401 within seconds, on every process
   act, which also covers processes that share no channel layer and tokens that simply expire.
 
 A password change closes the user's browser connections (the session that changed it signs in
-again at once: its session hash was updated), not their API tokens, which are separate secrets.
+again at once: its session hash was updated). A change or reset through the account pages, or
+staff setting it in admin, also revokes the user's API tokens (`services.api_tokens_revoke_all`),
+which closes theirs.
 """
 
 from __future__ import annotations

@@ -29,6 +29,8 @@ from config.errors import AppError
 TOKEN_SCHEME = "ac"
 PREFIX_BYTES = 5  # 10 hex characters
 SECRET_BYTES = 32
+# How long a token lives unless its creator picks another lifetime (or, explicitly, none).
+DEFAULT_LIFETIME = timedelta(days=90)
 # last_used_at is written at most this often per token: a busy client must not turn every
 # request into a write.
 LAST_USED_RESOLUTION = timedelta(seconds=60)
@@ -49,8 +51,12 @@ def hash_token(raw: str) -> str:
 
 @sensitive_variables("raw")
 @transaction.atomic
-def api_token_create(*, owner: AbstractBaseUser, name: str, expires_at: datetime | None = None) -> CreatedToken:
-    """A new token, or AppError("too_many_tokens") when the owner already holds
+def api_token_create(
+    *, owner: AbstractBaseUser, name: str, expires_at: datetime | None = None, never_expires: bool = False
+) -> CreatedToken:
+    """A new token, expiring at `expires_at` (default: DEFAULT_LIFETIME from now; a token that
+    never expires must be asked for with `never_expires=True`), or AppError("too_many_tokens")
+    when the owner already holds
     API_TOKENS_PER_USER live ones (the request rate is per user, but an unbounded number of
     live secrets is still an unbounded number of things to leak)."""
     cap = settings.API_TOKENS_PER_USER
@@ -63,6 +69,10 @@ def api_token_create(*, owner: AbstractBaseUser, name: str, expires_at: datetime
                 f"You already have {cap} active API token{'s' if cap != 1 else ''}, the most allowed; "
                 "revoke one you no longer need first.",
             )
+    if never_expires:
+        expires_at = None
+    elif expires_at is None:
+        expires_at = timezone.now() + DEFAULT_LIFETIME
     prefix = secrets.token_hex(PREFIX_BYTES)
     while ApiToken.objects.filter(prefix=prefix).exists():  # 40 bits: practically never
         prefix = secrets.token_hex(PREFIX_BYTES)
@@ -74,16 +84,26 @@ def api_token_create(*, owner: AbstractBaseUser, name: str, expires_at: datetime
 
 
 @transaction.atomic
-def api_token_revoke(*, token: ApiToken) -> ApiToken:
+def api_token_revoke(*, token: ApiToken, reason: str = "token_revoked") -> ApiToken:
     """Revoke a token (idempotent: the first revocation time stays)."""
     locked = ApiToken.objects.select_for_update().get(pk=token.pk)
     if locked.revoked_at is None:
         locked.revoked_at = timezone.now()
         locked.save(update_fields=["revoked_at"])
         # Sockets and streams opened with it close too, on every process.
-        revoke(token_group(locked.pk), reason="token_revoked")
+        revoke(token_group(locked.pk), reason=reason)
     token.revoked_at = locked.revoked_at
     return locked
+
+
+@transaction.atomic
+def api_tokens_revoke_all(*, owner: AbstractBaseUser, reason: str) -> int:
+    """Revoke every usable token of `owner` (after a new password: whoever stole the old one
+    may have minted tokens with it). Returns how many were revoked."""
+    tokens = list(ApiToken.objects.for_user(owner).usable())
+    for token in tokens:
+        api_token_revoke(token=token, reason=reason)
+    return len(tokens)
 
 
 @sensitive_variables("raw", "parts")

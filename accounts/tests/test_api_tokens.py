@@ -4,6 +4,7 @@ constant time, refused once revoked or expired; the tokens page and the staff ad
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import timedelta
 
 import pytest
@@ -13,6 +14,7 @@ from django.utils import timezone
 
 from accounts.models import ApiToken
 from accounts.services import (
+    DEFAULT_LIFETIME,
     LAST_USED_RESOLUTION,
     api_token_authenticate,
     api_token_create,
@@ -21,6 +23,8 @@ from accounts.services import (
 )
 from chat.tests.factories import UserFactory
 from config.errors import AppError
+
+PASSWORD = "correct horse battery staple"  # UserFactory's
 
 pytestmark = pytest.mark.django_db
 
@@ -111,7 +115,7 @@ def test_tokens_page_shows_a_new_token_once_and_lists_only_own_tokens(client, us
     api_token_create(owner=other_user, name="someone else's")
     client.force_login(user)
 
-    response = client.post(reverse("accounts:api_tokens"), {"name": "my script", "expires": "30"})
+    response = client.post(reverse("accounts:api_tokens"), {"name": "my script", "expires": "30", "password": PASSWORD})
     assert response.status_code == 200 and response["Cache-Control"].startswith("max-age=0")
     page = response.content.decode()
     token = ApiToken.objects.get(owner=user)
@@ -128,7 +132,7 @@ def test_tokens_page_shows_a_new_token_once_and_lists_only_own_tokens(client, us
 def test_tokens_page_needs_sign_in_and_a_name(client, user):
     assert client.get(reverse("accounts:api_tokens")).status_code == 302
     client.force_login(user)
-    response = client.post(reverse("accounts:api_tokens"), {"name": ""})
+    response = client.post(reverse("accounts:api_tokens"), {"name": "", "expires": "90", "password": PASSWORD})
     assert response.status_code == 400 and not ApiToken.objects.exists()
 
 
@@ -137,11 +141,47 @@ def test_tokens_page_refuses_a_token_past_the_cap_with_a_form_error(client, user
     api_token_create(owner=user, name="only")
     client.force_login(user)
 
-    response = client.post(reverse("accounts:api_tokens"), {"name": "one more", "expires": "30"})
+    response = client.post(reverse("accounts:api_tokens"), {"name": "one more", "expires": "30", "password": PASSWORD})
 
     assert response.status_code == 400 and response.context["created"] is None
     assert "1 active API token, the most allowed" in response.content.decode()
     assert list(ApiToken.objects.for_user(user).values_list("name", flat=True)) == ["only"]
+
+
+def test_minting_on_the_page_needs_the_account_password_and_a_wrong_one_mints_nothing(client, user):
+    client.force_login(user)
+    assert 'type="password" name="password"' in client.get(reverse("accounts:api_tokens")).content.decode()
+
+    wrong = client.post(reverse("accounts:api_tokens"), {"name": "stolen session", "expires": "90", "password": "nope"})
+    missing = client.post(reverse("accounts:api_tokens"), {"name": "stolen session", "expires": "90"})
+
+    assert wrong.status_code == 400 and wrong.context["created"] is None
+    assert "That is not your password; no token was created." in wrong.content.decode()
+    assert 'value="nope"' not in wrong.content.decode()  # the password is not echoed back
+    assert missing.status_code == 400 and missing.context["form"].errors["password"]
+    assert not ApiToken.objects.exists()
+    right = client.post(reverse("accounts:api_tokens"), {"name": "me", "expires": "90", "password": PASSWORD})
+    assert right.status_code == 200 and ApiToken.objects.filter(owner=user).count() == 1
+
+
+def test_new_tokens_expire_in_90_days_unless_never_is_chosen_explicitly(client, user):
+    made = api_token_create(owner=user, name="default").token
+    assert abs(made.expires_at - (timezone.now() + DEFAULT_LIFETIME)) < timedelta(minutes=1)
+    assert DEFAULT_LIFETIME.days == 90
+    assert api_token_create(owner=user, name="forever", never_expires=True).token.expires_at is None
+
+    client.force_login(user)
+    page = client.get(reverse("accounts:api_tokens")).content.decode()
+    assert '<option value="90" selected>' in page and '<option value="never">Never</option>' in page
+    # No choice is not "never": the form asks again.
+    assert client.post(reverse("accounts:api_tokens"), {"name": "x", "expires": "", "password": PASSWORD}).status_code == 400
+    for choice, days in (("30", 30), ("365", 365), ("never", None)):
+        client.post(reverse("accounts:api_tokens"), {"name": choice, "expires": choice, "password": PASSWORD})
+        token = ApiToken.objects.get(owner=user, name=choice)
+        if days is None:
+            assert token.expires_at is None
+        else:
+            assert abs(token.expires_at - (timezone.now() + timedelta(days=days))) < timedelta(minutes=1)
 
 
 def test_revoke_needs_post_with_csrf_and_only_reaches_own_tokens(user, other_user):
@@ -195,3 +235,56 @@ def test_staff_list_tokens_read_only_and_revoke_them(client, user):
 def test_non_staff_cannot_see_tokens_in_admin(client, user):
     client.force_login(user)
     assert client.get(reverse("admin:accounts_apitoken_changelist")).status_code == 302
+
+
+# --- a new password ends the tokens of the old one -----------------------------------
+NEW_PASSWORD = "a brand new passphrase 42"
+
+
+def _usable_tokens(user) -> list[str]:
+    return list(ApiToken.objects.for_user(user).usable().values_list("name", flat=True))
+
+
+def test_changing_the_password_on_the_account_page_revokes_every_token_of_the_user(client, user, other_user):
+    api_token_create(owner=user, name="laptop")
+    api_token_create(owner=user, name="ci", never_expires=True)
+    api_token_create(owner=other_user, name="theirs")
+    client.post(reverse("account_login"), {"login": user.email, "password": PASSWORD})
+    assert len(_usable_tokens(user)) == 2  # signing in is not a new password
+
+    response = client.post(
+        reverse("account_change_password"), {"oldpassword": PASSWORD, "password1": NEW_PASSWORD, "password2": NEW_PASSWORD}
+    )
+
+    assert response.status_code == 302
+    assert _usable_tokens(user) == [] and ApiToken.objects.filter(owner=user, revoked_at__isnull=False).count() == 2
+    assert _usable_tokens(other_user) == ["theirs"]
+
+
+def test_resetting_the_password_by_email_revokes_every_token_of_the_user(client, user, mailoutbox):
+    created = api_token_create(owner=user, name="laptop")
+    client.post(reverse("account_reset_password"), {"email": user.email})
+    link = re.search(r"https?://[^/\s]+(/accounts/password/reset/key/\S+/)", mailoutbox[0].body).group(1)
+    form = client.get(link, follow=True)
+
+    response = client.post(form.redirect_chain[-1][0], {"password1": NEW_PASSWORD, "password2": NEW_PASSWORD})
+
+    assert response.status_code == 302
+    user.refresh_from_db()
+    assert user.check_password(NEW_PASSWORD)
+    assert _usable_tokens(user) == [] and api_token_authenticate(raw=created.secret) is None
+
+
+def test_staff_setting_a_password_in_admin_revokes_the_users_tokens(client, user):
+    staff = UserFactory(is_staff=True, is_superuser=True)
+    api_token_create(owner=user, name="laptop")
+    api_token_create(owner=staff, name="staff's own")
+    client.force_login(staff)
+
+    response = client.post(
+        reverse("admin:auth_user_password_change", args=[user.pk]),
+        {"password1": NEW_PASSWORD, "password2": NEW_PASSWORD, "usable_password": "true"},
+    )
+
+    assert response.status_code == 302
+    assert _usable_tokens(user) == [] and _usable_tokens(staff) == ["staff's own"]

@@ -45,12 +45,17 @@ def test_a_500_page_in_debug_does_not_show_a_token_a_view_just_created(user, set
     monkeypatch.setattr(account_views, "render", _boom)
     client = Client(raise_request_exception=False)
     client.force_login(user)
-    response = client.post("/api-tokens/", {"name": "laptop", "expires": ""}, headers={"Accept": "text/html"})
+    response = client.post(
+        "/api-tokens/",
+        {"name": "laptop", "expires": "never", "password": "correct horse battery staple"},
+        headers={"Accept": "text/html"},
+    )
     page = response.content.decode()
 
     assert response.status_code == 500 and "something broke" in page
     assert user.api_tokens.count() == 1  # it was created, then the page failed
     assert "created" in page and TOKEN_PATTERN.search(page) is None
+    assert "correct horse battery staple" not in page  # nor the password that confirmed it
 
 
 def _policy(response) -> dict[str, str]:

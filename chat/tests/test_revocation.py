@@ -93,19 +93,23 @@ async def test_signing_out_closes_that_sessions_sockets_only(user):
     await other.disconnect()
 
 
-async def test_a_new_password_closes_browser_sockets_but_not_api_tokens(user):
-    browser = await browser_socket(await signed_in(user))
-    cli, _ = await token_socket(user)
+async def test_a_new_password_closes_browser_sockets_and_revokes_api_tokens_closing_theirs(user, other_user):
+    client = await signed_in(user)
+    browser = await browser_socket(client)
+    cli, token = await token_socket(user)
+    bystander, _ = await token_socket(other_user)
 
-    def change_password() -> None:
-        user.set_password("a brand new passphrase 42")
-        user.save()
+    response = await sync_to_async(client.post)(
+        "/accounts/password/change/",
+        {"oldpassword": "correct horse battery staple", "password1": "a brand new passphrase 42", "password2": "a brand new passphrase 42"},
+    )
 
-    await sync_to_async(change_password)()
-
-    assert (await closed_with(browser))["code"] == 4401
-    assert await still_open(cli)
-    await cli.disconnect()
+    assert response.status_code == 302
+    assert (await closed_with(browser))["code"] == 4401 and (await closed_with(cli))["code"] == 4401
+    await token.arefresh_from_db()
+    assert token.revoked_at is not None
+    assert await still_open(bystander)
+    await bystander.disconnect()
 
 
 async def test_deactivating_a_user_closes_every_socket_of_theirs(user, other_user):
