@@ -218,7 +218,42 @@ ACCOUNT_EMAIL_VERIFICATION = env.str("ACCOUNT_EMAIL_VERIFICATION", default="none
 ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = False
 LOGIN_REDIRECT_URL = "chat:conversation_list"
 LOGIN_URL = "account_login"
-EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+
+# --- Mail (sign-up and password reset) ------------------------------------------------
+# SMTP from EMAIL_URL (`smtp+tls://user:password@host:587`, `smtp+ssl://…:465`, `smtp://…:25`)
+# or from EMAIL_HOST and its companions; with neither, mail is printed to the console. That
+# is fine on a dev box and wrong anywhere else: a password-reset link in the server's log lets
+# whoever reads the log take over the account. So with DEBUG off the console backend needs an
+# explicit opt-in: EMAIL_BACKEND (or EMAIL_URL) naming it, or ALLOW_CONSOLE_EMAIL=1.
+CONSOLE_EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+SMTP_EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+EMAIL_URL = env.str("EMAIL_URL", default="")
+_mail_url = environ.Env.email_url_config(EMAIL_URL) if EMAIL_URL else {}
+EMAIL_HOST = _mail_url.get("EMAIL_HOST") or env.str("EMAIL_HOST", default="")
+EMAIL_PORT = _mail_url.get("EMAIL_PORT") or env.int("EMAIL_PORT", default=587)
+EMAIL_HOST_USER = _mail_url.get("EMAIL_HOST_USER") or env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = _mail_url.get("EMAIL_HOST_PASSWORD") or env.str("EMAIL_HOST_PASSWORD", default="")
+if EMAIL_URL:  # the URL's scheme says which TLS, if any
+    EMAIL_USE_TLS = bool(_mail_url.get("EMAIL_USE_TLS"))
+    EMAIL_USE_SSL = bool(_mail_url.get("EMAIL_USE_SSL"))
+else:
+    EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=True)  # STARTTLS on 587
+    EMAIL_USE_SSL = env.bool("EMAIL_USE_SSL", default=False)  # implicit TLS on 465
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured("Set EMAIL_USE_TLS (STARTTLS, port 587) or EMAIL_USE_SSL (port 465), not both.")
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)  # seconds; a hung mail server must not hang a request
+_email_backend_chosen = env.str("EMAIL_BACKEND", default="") or _mail_url.get("EMAIL_BACKEND", "")
+EMAIL_BACKEND = _email_backend_chosen or (SMTP_EMAIL_BACKEND if EMAIL_HOST else CONSOLE_EMAIL_BACKEND)
+ALLOW_CONSOLE_EMAIL = env.bool("ALLOW_CONSOLE_EMAIL", default=False)
+if not DEBUG and EMAIL_BACKEND == CONSOLE_EMAIL_BACKEND and not (_email_backend_chosen or ALLOW_CONSOLE_EMAIL):
+    raise ImproperlyConfigured(
+        "No mail server is configured, and with DEBUG off mail would go to the console: password-reset "
+        "links would be written to the server's log. Set EMAIL_URL (e.g. smtp+tls://user:password@smtp.example.com:587) "
+        "or EMAIL_HOST, EMAIL_PORT, EMAIL_HOST_USER, EMAIL_HOST_PASSWORD and EMAIL_USE_TLS; "
+        "or, to print mail to the log on purpose, ALLOW_CONSOLE_EMAIL=1."
+    )
+if EMAIL_BACKEND == SMTP_EMAIL_BACKEND and not EMAIL_HOST:
+    raise ImproperlyConfigured("EMAIL_BACKEND is SMTP but EMAIL_HOST is not set (e.g. EMAIL_HOST=localhost).")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="agents-chat@localhost")
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -35,6 +35,10 @@ def test_compose_app_environment_uses_only_settings_the_app_reads():
         assert service["environment"]["DEBUG"] == "0"
     assert compose["services"]["web"]["deploy"]["replicas"] >= 2
     assert {"postgres", "redis", "web", "proxy"} <= set(compose["services"])
+    # Staging mail goes to Mailpit, never to the console (docs/operations.md#mail).
+    assert compose["services"]["mailpit"]["image"].startswith("axllent/mailpit")
+    assert compose["services"]["web"]["environment"]["EMAIL_HOST"] == "${EMAIL_HOST:-mailpit}"
+    assert "mailpit" in compose["services"]["web"]["depends_on"]
 
 
 def test_env_example_lists_only_real_settings():
@@ -43,7 +47,11 @@ def test_env_example_lists_only_real_settings():
 
 
 def _settings_with(env: dict[str, str], code: str = "import django; django.setup()") -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "ALLOWED_HOSTS", "DEBUG"}}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"SECRET_KEY", "ALLOWED_HOSTS", "DEBUG", "ALLOW_CONSOLE_EMAIL"} and not k.startswith("EMAIL_")
+    }
     return subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,
@@ -76,6 +84,45 @@ def test_unknown_model_provider_is_refused_with_the_choices():
 def test_production_refuses_a_weak_secret_key(weak):
     result = _settings_with({"DEBUG": "0", "SECRET_KEY": weak, "ALLOWED_HOSTS": "chat.example.com"})
     assert result.returncode != 0 and "SECRET_KEY is too weak" in result.stderr
+
+
+PRODUCTION = {"DEBUG": "0", "SECRET_KEY": STRONG_KEY, "ALLOWED_HOSTS": "chat.example.com"}
+MAIL_PROBE = """
+import django
+django.setup()
+from django.conf import settings
+print(settings.EMAIL_BACKEND, settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_USE_TLS, settings.EMAIL_HOST_USER)
+"""
+
+
+def test_production_without_a_mail_server_refuses_to_start_rather_than_log_reset_links():
+    result = _settings_with(PRODUCTION, code=MAIL_PROBE)
+    assert result.returncode != 0
+    assert "No mail server is configured" in result.stderr and "password-reset links" in result.stderr
+    assert "EMAIL_HOST" in result.stderr and "ALLOW_CONSOLE_EMAIL=1" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("mail", "expected"),
+    [
+        (
+            {"EMAIL_HOST": "smtp.example.com", "EMAIL_HOST_USER": "chat@example.com", "EMAIL_HOST_PASSWORD": "pw"},
+            "smtp.EmailBackend smtp.example.com 587 True chat@example.com",
+        ),
+        ({"EMAIL_URL": "smtp+tls://chat%40example.com:pw@smtp.example.com:2525"}, "smtp.EmailBackend smtp.example.com 2525 True chat@example.com"),
+        ({"ALLOW_CONSOLE_EMAIL": "1"}, "console.EmailBackend  587"),
+        ({"EMAIL_BACKEND": "django.core.mail.backends.console.EmailBackend"}, "console.EmailBackend  587"),
+    ],
+)
+def test_production_starts_with_an_smtp_server_or_an_explicit_console_opt_in(mail, expected):
+    result = _settings_with({**PRODUCTION, **mail}, code=MAIL_PROBE)
+    assert result.returncode == 0, result.stderr
+    assert expected in result.stdout
+
+
+def test_development_still_prints_mail_to_the_console_without_configuration():
+    result = _settings_with({"DEBUG": "1"}, code=MAIL_PROBE)
+    assert result.returncode == 0 and "console.EmailBackend" in result.stdout
 
 
 def test_development_still_starts_with_a_weak_secret_key():
