@@ -745,6 +745,8 @@ def parse_args() -> argparse.Namespace:
                         help=f"PostgreSQL server (the database {PG_DB} is created and dropped)")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/9", help="Redis URL; its DB is flushed (9)")
     parser.add_argument("--keep-db", action="store_true", help=f"leave {PG_DB} in place afterwards")
+    parser.add_argument("--no-run-cost", action="store_true",
+                        help="skip the cost split per run and per token printed after the table (bench/run_cost.py, ~1 min)")
     parser.add_argument("--out", default="", help="output folder (default var/bench/load-<time>/)")
     parser.add_argument("--report", nargs="+", metavar="RESULTS_JSON",
                         help="print the table of saved results instead of running; a later file's app rows replace "
@@ -874,6 +876,12 @@ def main() -> None:
         save()
 
     (workdir / "table.md").write_text(print_report(rows))
+    if not args.no_run_cost:
+        # Beside the table: one run's cost split into per run and per token, with SQL
+        # statements and thread hops per run (bench/run_cost.py, in a process of its own).
+        cost = subprocess.run([PY, str(Path(__file__).with_name("run_cost.py")), "--json", str(workdir / "run-cost.json")],
+                              capture_output=True, text=True)
+        print(cost.stdout[cost.stdout.find("One run"):] if cost.returncode == 0 else f"run_cost.py failed: {cost.stderr[-400:]}")
     if profile_row and profile_row.get("profile", {}).get("summary"):
         print()
         print(f"profile ({profiled.name}): {profile_row['profile']['summary']}")
