@@ -97,6 +97,9 @@ COVERING_COMPOSER = """() => {
 
 
 def assert_layout(page: Page, *, composer: bool = True) -> None:
+    # What a person sees: the page with its stylesheet. Right after a navigation the document
+    # may be parsed (so a locator matches) before app.css has been applied.
+    page.wait_for_load_state("load")
     overflow = page.evaluate(HORIZONTAL_OVERFLOW)
     assert overflow <= 0, (
         f"the page scrolls sideways by {overflow}px at {page.viewport_size}: {page.evaluate(STICKING_OUT)}"
