@@ -183,13 +183,22 @@ async def test_stop_mid_reply_keeps_partial_text_and_a_valid_history(user, conve
 
 
 async def test_stop_while_a_tool_runs_closes_the_call_in_history(user, conversation, script):
+    """The SDK stores a turn's function call with its output, after the tool; a call stored
+    before its tool finished (an approval pause, a session written ahead of the tool) must
+    still be closed when the run is stopped. The tool stores its own call first, so the
+    history really holds an open call when Stop comes."""
     never = asyncio.Event()
 
     from agents import function_tool
 
+    from agents_app.session import DjangoSession
+
     @function_tool
     async def slow_lookup() -> str:
         """Look something up slowly."""
+        await DjangoSession(conversation.session_id).add_items(
+            [{"type": "function_call", "call_id": "call_slow", "name": "slow_lookup", "arguments": "{}"}]
+        )
         await never.wait()
         return "never"
 
@@ -211,7 +220,10 @@ async def test_stop_while_a_tool_runs_closes_the_call_in_history(user, conversat
 
     assert of_type(events, "run.finished")[0]["status"] == "cancelled"
     assert of_type(events, "message.completed")[0]["activity"][0]["status"] == "cancelled"
-    assert history.problems(await stored_history(conversation)) == []
+    stored = await stored_history(conversation)
+    assert history.problems(stored) == []
+    outputs = [item for item in stored if item.get("type") == "function_call_output"]
+    assert [(o["call_id"], o["output"]) for o in outputs] == [("call_slow", history.CANCELLED_TOOL_OUTPUT)]
 
 
 async def test_closing_the_socket_mid_stream_still_stores_the_reply(user, conversation, script):
