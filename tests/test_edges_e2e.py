@@ -18,6 +18,7 @@ from accounts.services import api_token_create
 from chat.models import Conversation, Run
 from tests.clients import session_cookie
 from tests.servers import start_daphne
+from tests.waiting import eventually
 from usage.models import TokenBudget, UsageRecord
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -73,10 +74,11 @@ async def test_parallel_messages_on_two_processes_cannot_spend_past_the_budget(s
     started = [a for a in answers if a["type"] == "run.started"]
     refused = [a for a in answers if a["type"] == "error"]
     assert 1 <= len(started) <= 3 and {a["code"] for a in refused} == {"quota_exceeded"}
-    for _ in range(200):  # the admitted runs finish on their servers
-        if not await Run.objects.active().filter(conversation__owner=user).aexists():
-            break
-        await asyncio.sleep(0.05)
+    # The ledger is complete only once the admitted runs have finished on their servers.
+    async def all_finished() -> bool:
+        return not await Run.objects.active().filter(conversation__owner=user).aexists()
+
+    await eventually(all_finished, timeout=30, what="the admitted runs to finish")
     used = sum([r.total_tokens async for r in UsageRecord.objects.filter(user=user)])
     assert used <= 300 + 100  # the budget plus one reservation, at most
 
