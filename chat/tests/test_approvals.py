@@ -215,11 +215,12 @@ async def test_malformed_decisions_get_clear_errors(user, conversation, frame, c
 
 
 async def test_concurrent_decisions_on_two_calls_resume_the_run_exactly_once(user, conversation, script):
+    import contextlib
     import threading
 
     from asgiref.sync import sync_to_async
     from django.db import connection
-
+    from django.db.models.signals import post_save
 
     two_calls = [
         [
@@ -236,6 +237,14 @@ async def test_concurrent_decisions_on_two_calls_resume_the_run_exactly_once(use
 
     results: dict[str, bool] = {}
     barrier = threading.Barrier(2)
+    # Hold each decision between writing itself and asking what is still pending, until the
+    # other one has written too (or for a second, when a lock keeps the other one out): the
+    # interleaving that makes two unlocked decisions both see the other pending, every time.
+    both_written = threading.Barrier(2, timeout=1)
+
+    def written(sender, instance, **kwargs) -> None:
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_written.wait()
 
     def decide(call_id: str) -> None:
         try:
@@ -251,7 +260,11 @@ async def test_concurrent_decisions_on_two_calls_resume_the_run_exactly_once(use
         for thread in threads:
             thread.join()
 
-    await sync_to_async(both, thread_sensitive=False)()
+    post_save.connect(written, sender=Approval)
+    try:
+        await sync_to_async(both, thread_sensitive=False)()
+    finally:
+        post_save.disconnect(written, sender=Approval)
     # Exactly one of the two decisions saw that nothing else was pending.
     assert sorted(results.values()) == [False, True]
 
