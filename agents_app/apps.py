@@ -6,6 +6,7 @@ class AgentsAppConfig(AppConfig):
     verbose_name = "Agents"
 
     def ready(self) -> None:
-        from agents_app import tracing
+        from agents_app import providers, tracing
 
+        providers.catalogue()  # a malformed AGENTS_MODELS stops the start, with the entry named
         tracing.configure()

@@ -22,5 +22,7 @@ class ChatContext:
     # own rows, such as a ticket's lazy foreign key, and read `public_id`).
     conversation: Model
     request_id: str = ""
+    # The key of the model the run uses (agents_app.providers): nested runs use it too.
+    model_key: str = ""
     # Free-form per-run scratch space for tools (e.g. counters); never persisted.
     extras: dict[str, Any] = field(default_factory=dict)

@@ -37,6 +37,9 @@ class AgentSpec:
     # Tokens one model call may receive (instructions, schemas, history): older turns are left
     # out to fit (`agents_app.context_window`). None = settings.AGENTS_MAX_INPUT_TOKENS; 0 = no bound.
     max_input_tokens: int | None = None
+    # The key of the model (AGENTS_MODELS) its conversations run on unless the user picks
+    # another; "" = AGENTS_DEFAULT_MODEL. A key the deployment does not list falls back too.
+    model: str = ""
 
     def available_to(self, user) -> bool:
         return not self.staff_only or bool(getattr(user, "is_staff", False))

@@ -120,10 +120,11 @@ def agent_tool(
     return tool
 
 
-def nested_run_config() -> RunConfig:
-    """The app's model for runs started from inside a chat run. No workflow name or trace
-    metadata: the chat run's trace is already open and the nested run joins it."""
-    resolved = providers.model_for_run()
+def nested_run_config(model_key: str = "") -> RunConfig:
+    """The chat run's model (`model_key`, "" = the default) for runs started from inside it.
+    No workflow name or trace metadata: the chat run's trace is already open and the nested
+    run joins it."""
+    resolved = providers.model_for_run(model_key)
     return RunConfig(
         model=resolved.model,
         model_settings=resolved.settings,
@@ -145,4 +146,4 @@ async def run_nested(
     reply. `Agent.as_tool` already does the same; this is for nested runs we start ourselves.
     """
     wrapper = RunContextWrapper(context=ctx.context, usage=ctx.usage)
-    return await Runner.run(agent, input, context=wrapper, max_turns=max_turns, run_config=nested_run_config())
+    return await Runner.run(agent, input, context=wrapper, max_turns=max_turns, run_config=nested_run_config(ctx.context.model_key))

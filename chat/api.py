@@ -31,6 +31,7 @@ from django.views.decorators.debug import sensitive_variables
 from accounts.credentials import Credential
 from accounts.models import ApiToken
 from accounts.services import api_token_for, bearer_token
+from agents_app import providers
 from agents_app.registry import available_specs
 from chat import engine, export, protocol, selectors, services, wire
 from chat.conversations import conversation_rename
@@ -181,16 +182,40 @@ async def schema(request: HttpRequest) -> HttpResponse:
 
 @api_view("GET")
 async def agent_list(request: HttpRequest) -> HttpResponse:
-    return JsonResponse(
-        {"agents": [{"key": s.key, "title": s.title, "description": s.description} for s in available_specs(request.api_user)]}
-    )
+    return JsonResponse({
+        "agents": [
+            {
+                "key": s.key,
+                "title": s.title,
+                "description": s.description,
+                "model": providers.key_for(conversation_model="", agent_model=s.model),
+            }
+            for s in available_specs(request.api_user)
+        ]
+    })
+
+
+@api_view("GET")
+async def model_list(request: HttpRequest) -> HttpResponse:
+    """The models a conversation may run on (`model` of a message or a new conversation)."""
+    default = providers.default_key()
+    return JsonResponse({
+        "models": [
+            {"key": m.key, "label": providers.label_of(m.key), "default": m.key == default}
+            for m in providers.selectable()
+        ]
+    })
 
 
 @api_view("GET", "POST")
 async def conversations(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
-        agent_key = protocol.agent_key(json_body(request))
-        conversation = await sync_to_async(services.conversation_create)(owner=request.api_user, agent_key=agent_key)
+        frame = json_body(request)
+        agent_key = protocol.agent_key(frame)
+        model = protocol.model_choice(frame)
+        conversation = await sync_to_async(services.conversation_create)(
+            owner=request.api_user, agent_key=agent_key, model_key=model
+        )
         return JsonResponse({"conversation": wire.conversation_json(conversation)}, status=201)
 
     limit = min(_int_param(request, "limit", LIST_LIMIT_DEFAULT, minimum=1), LIST_LIMIT_MAX)
@@ -251,6 +276,7 @@ async def message_send(request: HttpRequest, public_id: uuid.UUID) -> HttpRespon
     conversation = await own_conversation(request, public_id)
     frame = json_body(request)
     content = protocol.message_content(frame)
+    model = protocol.model_choice(frame)
     # Subscribe before the run exists: its first events cannot be missed (and the buffer
     # replay covers the rest).
     follower = engine.RunFollower(conversation.group_name, until_run_ends=True, credential=request.api_credential)
@@ -260,6 +286,7 @@ async def message_send(request: HttpRequest, public_id: uuid.UUID) -> HttpRespon
             user=request.api_user,
             conversation=conversation,
             content=content,
+            model=model,
             request_id=protocol.request_id_of(frame) or current_request_id(),
         )
     except BaseException:

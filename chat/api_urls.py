@@ -9,6 +9,7 @@ app_name = "api"
 urlpatterns = [
     path("schema", api.schema, name="schema"),
     path("agents", api.agent_list, name="agents"),
+    path("models", api.model_list, name="models"),
     path("conversations", api.conversations, name="conversations"),
     path("conversations/<uuid:public_id>", api.conversation_detail, name="conversation"),
     path("conversations/<uuid:public_id>/messages", api.message_send, name="messages"),

@@ -186,7 +186,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def on_conversation_create(self, frame: dict[str, Any], request_id: str | None) -> None:
         agent_key = protocol.agent_key(frame)
-        conversation = await sync_to_async(services.conversation_create)(owner=self.user, agent_key=agent_key)
+        model = protocol.model_choice(frame)
+        conversation = await sync_to_async(services.conversation_create)(
+            owner=self.user, agent_key=agent_key, model_key=model
+        )
         await self.watch(conversation)
         await self.send_json(wire.conversation_created(conversation, request_id=request_id))
 
@@ -213,9 +216,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def on_message_send(self, frame: dict[str, Any], request_id: str | None) -> None:
         conversation = await self.own_conversation(frame)
         content = protocol.message_content(frame)
+        model = protocol.model_choice(frame)
         await self.watch(conversation)
         await engine.start(
-            user=self.user, conversation=conversation, content=content, request_id=request_id or current_request_id()
+            user=self.user, conversation=conversation, content=content, model=model,
+            request_id=request_id or current_request_id(),
         )
 
     async def on_message_regenerate(self, frame: dict[str, Any], request_id: str | None) -> None:
@@ -228,9 +233,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def replace_last_turn(self, frame: dict[str, Any], request_id: str | None, **change: Any) -> None:
         conversation = await self.own_conversation(frame)
+        model = protocol.model_choice(frame)
         await self.watch(conversation)
         await engine.replace(
-            user=self.user, conversation=conversation, request_id=request_id or current_request_id(), **change
+            user=self.user, conversation=conversation, model=model, request_id=request_id or current_request_id(),
+            **change,
         )
 
     async def on_approval_decide(self, frame: dict[str, Any], request_id: str | None) -> None:

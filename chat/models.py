@@ -23,6 +23,8 @@ class Conversation(models.Model):
     title = models.CharField(max_length=200, blank=True)
     # The agent that answered last: after a handoff the next turn continues with it.
     current_agent_name = models.CharField(max_length=128, blank=True)
+    # The model its user picked (a key of AGENTS_MODELS); "" = the agent's, else the default.
+    model_key = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
 
@@ -38,6 +40,19 @@ class Conversation(models.Model):
     def session_id(self) -> str:
         """The id of this conversation's SDK memory (`agents_app.session.DjangoSession`)."""
         return f"conversation-{self.public_id}"
+
+    @property
+    def model_in_use(self) -> str:
+        """The key of the model its next run uses: the user's pick, else its agent's, else the
+        deployment's default (`agents_app.providers.key_for`)."""
+        from agents_app import providers
+        from agents_app.registry import UnknownAgent, get_spec
+
+        try:
+            agent_model = get_spec(self.agent_key).model
+        except UnknownAgent:
+            agent_model = ""
+        return providers.key_for(conversation_model=self.model_key, agent_model=agent_model)
 
     @property
     def group_name(self) -> str:

@@ -124,6 +124,16 @@ def agent_key(frame: dict[str, Any]) -> str:
     return required_str(frame, "agent", max_length=AGENT_KEY_MAX)
 
 
+def model_choice(frame: dict[str, Any]) -> str | None:
+    """The optional `model` of a message, an edit, a regeneration or a new conversation: a
+    model users may pick (`unknown_model` otherwise); None when the frame has none."""
+    if frame.get("model") is None:
+        return None
+    from agents_app import providers
+
+    return providers.pickable(required_str(frame, "model", max_length=AGENT_KEY_MAX))
+
+
 def uuid_field(frame: dict[str, Any], name: str) -> uuid.UUID:
     value = required_str(frame, name)
     try:

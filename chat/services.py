@@ -28,11 +28,13 @@ def agent_for(*, user, agent_key: str) -> AgentSpec:
 
 
 @transaction.atomic
-def conversation_create(*, owner, agent_key: str, title: str = "") -> Conversation:
+def conversation_create(*, owner, agent_key: str, title: str = "", model_key: str | None = None) -> Conversation:
+    """A new conversation with an agent the owner may use, on `model_key` when given (a model
+    users may pick, checked by the caller: `providers.pickable`)."""
     ratelimits.check_conversation_create(user_id=owner.pk)
     spec = agent_for(user=owner, agent_key=agent_key)
     return Conversation.objects.create(
-        owner=owner, agent_key=spec.key, title=title[:200], current_agent_name=spec.agent.name
+        owner=owner, agent_key=spec.key, title=title[:200], current_agent_name=spec.agent.name, model_key=model_key or ""
     )
 
 

@@ -56,7 +56,9 @@ def conversation_create(request):
     status = 400
     if form.is_valid():
         try:
-            conversation = services.conversation_create(owner=request.user, agent_key=form.cleaned_data["agent"])
+            conversation = services.conversation_create(
+                owner=request.user, agent_key=form.cleaned_data["agent"], model_key=form.cleaned_data["model"] or None
+            )
         except AppError as exc:  # e.g. rate_limited: shown on the form, like an invalid choice
             form.add_error("agent", exc.message)
             status = exc.http_status
@@ -115,9 +117,23 @@ def conversation_detail(request, public_id):
             "spec": next((s for s in all_specs() if s.key == conversation.agent_key), None),
             "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
             "comment_chars": Feedback.COMMENT_CHARS,
+            **_model_picker(conversation),
             **_sidebar(request, conversation),
         },
     )
+
+
+def _model_picker(conversation: Conversation) -> dict:
+    """The composer's model menu: the models users may pick, and the one the conversation
+    runs on (an agent's own model may not be one users can pick: it is shown, not offered)."""
+    current = conversation.model_in_use
+    models = [{"key": m.key, "label": providers.label_of(m.key)} for m in providers.selectable()]
+    return {
+        "models": models,
+        "model_current": current,
+        "model_current_label": providers.label_of(current),
+        "model_current_offered": any(m["key"] == current for m in models),
+    }
 
 
 @login_required

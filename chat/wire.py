@@ -175,6 +175,7 @@ def conversation_created(conversation: Conversation, *, request_id: str | None) 
         "type": "conversation.created",
         "conversation": str(conversation.public_id),
         "agent": conversation.agent_key,
+        "model": conversation.model_in_use,
         "request_id": request_id,
     }
 
@@ -240,6 +241,7 @@ def conversation_json(conversation: Conversation) -> dict[str, Any]:
         "agent": conversation.agent_key,
         "title": conversation.title,
         "current_agent": conversation.current_agent_name,
+        "model": conversation.model_in_use,
         "created_at": conversation.created_at.isoformat(),
         "updated_at": conversation.updated_at.isoformat(),
     }

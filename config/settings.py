@@ -321,6 +321,12 @@ OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="")
 AGENTS_MODEL_PROVIDER = env.str("AGENTS_MODEL_PROVIDER", default="")
 AGENTS_MODEL = env.str("AGENTS_MODEL", default="")
 AGENTS_OPENAI_API = env.str("AGENTS_OPENAI_API", default="responses")
+# The models users may pick per conversation (docs/agents.md, "Models"): a JSON list of
+# {"key", "label", "provider": openai|local|scripted, "name", "api", "base_url", "api_key_env",
+# "selectable"}. Empty: one model, the provider above. AGENTS_DEFAULT_MODEL: the key of the
+# model a conversation runs on when neither its user nor its agent chose (default: the first).
+AGENTS_MODELS = env.json("AGENTS_MODELS", default=[])
+AGENTS_DEFAULT_MODEL = env.str("AGENTS_DEFAULT_MODEL", default="")
 # Build streamed Responses events by their `type` instead of validating each against the whole
 # event union (agents_app/openai_client.py; tested equivalent on recorded streams).
 AGENTS_OPENAI_FAST_EVENTS = env.bool("AGENTS_OPENAI_FAST_EVENTS", default=True)

@@ -482,3 +482,51 @@ def test_without_javascript_rename_feedback_search_and_delete_still_work_as_form
         expect(page.locator("[data-role=flash]")).to_contain_text("Deleted “Renamed without scripts”.")
         assert not orm(lambda: Conversation.objects.filter(pk=conversation.pk).exists())
         context.close()
+
+
+MODELS = {
+    "AGENTS_MODELS": json.dumps([
+        {"key": "quick", "label": "Quick", "provider": "scripted", "name": "scripted-quick"},
+        {"key": "careful", "label": "Careful", "provider": "scripted", "name": "scripted-careful"},
+    ]),
+}
+
+
+def test_the_model_menu_starts_a_conversation_on_a_model_and_switches_between_turns(user, tmp_path, browser):
+    with running_daphne(tmp_path, extra_env=MODELS) as server:
+        page = browser.new_page(viewport=DESKTOP)
+        sign_in(page, server.http, user.email)
+        page.get_by_label("Model").select_option(label="Careful")
+        screenshot(page, "model-start-desktop")
+        page.get_by_role("button", name="Start chatting").click()
+        expect(page.locator("[data-role=connection]")).to_have_text("Connected")
+        picker = page.locator("[data-role=composer]").get_by_label("Model")
+        expect(picker).to_have_value("careful")
+
+        page.fill("textarea[name=content]", "Hello there")
+        page.keyboard.press("Enter")
+        first = page.locator("article.msg-assistant").last
+        expect(first).to_have_attribute("data-status", "completed")
+        expect(first.locator("[data-role=usage]")).to_contain_text("scripted-careful")
+
+        picker.select_option(label="Quick")
+        page.fill("textarea[name=content]", "And once more")
+        page.keyboard.press("Enter")
+        expect(page.locator("article.msg-assistant")).to_have_count(2)
+        second = page.locator("article.msg-assistant").last
+        expect(second).to_have_attribute("data-status", "completed")
+        expect(second.locator("[data-role=usage]")).to_contain_text("scripted-quick")
+        assert_layout(page)
+        screenshot(page, "model-menu-desktop")
+
+        # Reopened with its history, the conversation shows the model it runs on now.
+        phone = browser.new_page(viewport=PHONE)
+        sign_in(phone, server.http, user.email)
+        phone.goto(page.url)
+        expect(phone.locator("[data-role=composer]").get_by_label("Model")).to_have_value("quick")
+        expect(phone.locator("article.msg-assistant [data-role=usage]").first).to_contain_text("scripted-careful")
+        assert_layout(phone)
+        screenshot(phone, "model-menu-phone")
+
+    conversation = orm(lambda: Conversation.objects.get(owner=user))
+    assert conversation.model_key == "quick"

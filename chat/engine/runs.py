@@ -51,24 +51,38 @@ log = logging.getLogger(__name__)
 SHUTDOWN_ERROR = "The server restarted before this reply finished. Send your message again."
 
 
-async def start_run(*, user, conversation: Conversation, content: str, request_id: str = "") -> transitions.StartedRun:
-    """Store the message and start the run. Refuses with an `AppError` before anything is
-    stored, as `transitions.admit` decides: `busy`/`approval_pending`, `too_many_runs`,
-    `quota_exceeded`, `provider_not_configured`, `shutting_down`, `unknown_agent`."""
+async def start_run(
+    *, user, conversation: Conversation, content: str, request_id: str = "", model: str | None = None
+) -> transitions.StartedRun:
+    """Store the message and start the run; with `model` (a key users may pick,
+    `providers.pickable`), the conversation runs on it from this turn on. Refuses with an
+    `AppError` before anything is stored, as `transitions.admit` decides: `busy`/
+    `approval_pending`, `too_many_runs`, `quota_exceeded`, `provider_not_configured`,
+    `shutting_down`, `unknown_agent`."""
     # `database_sync_to_async`: the connection goes back to the pool right after (a request
     # that streams the run must not hold one for its whole life).
-    started = await database_sync_to_async(transitions.run_create)(conversation=conversation, content=content, request_id=request_id)
+    started = await database_sync_to_async(transitions.run_create)(
+        conversation=conversation, content=content, request_id=request_id, model_key=model
+    )
     _launch(RunExecutor(started.run, reply=started.reply, user=user, conversation=conversation, started=started))
     return started
 
 
 async def replace_last_turn(
-    *, user, conversation: Conversation, request_id: str = "", edited_message_id=None, content: str | None = None
+    *,
+    user,
+    conversation: Conversation,
+    request_id: str = "",
+    edited_message_id=None,
+    content: str | None = None,
+    model: str | None = None,
 ) -> transitions.StartedRun:
-    """Regenerate the last reply, or answer an edited last question, as a new run. Refuses
-    like `start_run`, and with `not_editable` when there is no such last turn."""
+    """Regenerate the last reply, or answer an edited last question, as a new run (on `model`
+    when given, as `start_run`). Refuses like `start_run`, and with `not_editable` when there
+    is no such last turn."""
     started = await database_sync_to_async(transitions.run_create_replacing_last_turn)(
-        conversation=conversation, request_id=request_id, edited_message_id=edited_message_id, content=content
+        conversation=conversation, request_id=request_id, edited_message_id=edited_message_id, content=content,
+        model_key=model,
     )
     _launch(RunExecutor(started.run, reply=started.reply, user=user, conversation=conversation, started=started))
     return started
@@ -319,9 +333,12 @@ class RunExecutor:
     async def _run_agent(self, spec: AgentSpec, agent: Agent, session: DjangoSession, transcript: Transcript) -> Ending:
         """Stream the SDK run to the clients; how it ended (never raises for a run's failure)."""
         try:
-            resolved = providers.model_for_run()
+            model_key = self.conversation.model_in_use
+            resolved = providers.model_for_run(model_key)
             self.model_label = resolved.label
-            context = ChatContext(user=self.user, conversation=self.conversation, request_id=self.run.request_id)
+            context = ChatContext(
+                user=self.user, conversation=self.conversation, request_id=self.run.request_id, model_key=model_key
+            )
             if not self.hold_text:
                 self.guard = StreamGuard.for_agents(spec.agents(), RunContextWrapper(context=context))
             run_input = await self._restore(agent, context) if self.resume else self.started.user_message.content

@@ -65,17 +65,24 @@ class Decision:
     allowance: int | None = None  # as in StartedRun
 
 
-def run_create(*, conversation: Conversation, content: str, request_id: str = "") -> StartedRun:
-    """Take the conversation's lock and store the user's message and the reply placeholder.
+def run_create(*, conversation: Conversation, content: str, request_id: str = "", model_key: str | None = None) -> StartedRun:
+    """Take the conversation's lock and store the user's message and the reply placeholder;
+    with `model_key` (a model the user may pick, `providers.pickable`), the conversation runs on
+    that model from this turn on.
 
     The lock is the run row itself: a partial unique index allows one active run per
     conversation, so two tabs or two processes racing here get exactly one winner. Runs whose
     process died, or whose approval expired, are released first."""
-    return _start(conversation=conversation, content=content, request_id=request_id)
+    return _start(conversation=conversation, content=content, request_id=request_id, model_key=model_key)
 
 
 def run_create_replacing_last_turn(
-    *, conversation: Conversation, request_id: str = "", edited_message_id=None, content: str | None = None
+    *,
+    conversation: Conversation,
+    request_id: str = "",
+    edited_message_id=None,
+    content: str | None = None,
+    model_key: str | None = None,
 ) -> StartedRun:
     """Regenerate the last reply (same question) or answer an edited last question.
 
@@ -88,6 +95,7 @@ def run_create_replacing_last_turn(
         request_id=request_id,
         replace_last_turn=True,
         edited_message_id=edited_message_id,
+        model_key=model_key,
     )
 
 
@@ -98,6 +106,7 @@ def _start(
     request_id: str,
     replace_last_turn: bool = False,
     edited_message_id=None,
+    model_key: str | None = None,
 ) -> StartedRun:
     start = functools.partial(
         _start_once,
@@ -106,6 +115,7 @@ def _start(
         request_id=request_id,
         replace_last_turn=replace_last_turn,
         edited_message_id=edited_message_id,
+        model_key=model_key,
     )
     try:
         return start()
@@ -125,10 +135,12 @@ def _start_once(
     request_id: str,
     replace_last_turn: bool,
     edited_message_id,
+    model_key: str | None,
 ) -> StartedRun:
+    picked = conversation.model_key if model_key is None else model_key
     try:
         with transaction.atomic():
-            allowance = admit(conversation=conversation)
+            allowance = admit(conversation=conversation, model_key=picked)
             now = timezone.now()
             run = Run.objects.create(
                 conversation=conversation,
@@ -153,7 +165,8 @@ def _start_once(
             )
             if not conversation.title:
                 conversation.title = _title_from(content)
-            conversation.save(update_fields=["title", "updated_at"])
+            conversation.model_key = picked
+            conversation.save(update_fields=["title", "model_key", "updated_at"])
             usage_reserve(
                 run_id=run.pk, user_id=conversation.owner_id, conversation_id=conversation.pk,
                 agent_key=conversation.agent_key, created_at=reply.created_at, new_run=True,
@@ -172,14 +185,14 @@ def _refuse_busy(conversation: Conversation) -> None:
     raise ConversationBusy() from None
 
 
-def admit(*, conversation: Conversation, resuming: Run | None = None) -> int | None:
+def admit(*, conversation: Conversation, resuming: Run | None = None, model_key: str | None = None) -> int | None:
     """May a run of the conversation execute now: a new one (a message, an edit, a
     regeneration) or, with `resuming`, a parked one whose approvals are all decided? The one
     admission of every way into a run, inside the caller's transaction:
 
     * this process is not draining (`shutting_down`);
     * the agent exists for the owner (`unknown_agent`: staff-only, for someone no longer staff)
-      and a model provider is configured (`provider_not_configured`);
+      and the model the run would use can answer (`provider_not_configured`);
     * nothing else runs in the conversation (`busy` / `approval_pending`);
     * the owner has fewer than AGENTS_MAX_ACTIVE_RUNS_PER_USER runs executing (`too_many_runs`);
     * the owner's budget has room for the run's reservation (`quota_exceeded`).
@@ -196,8 +209,9 @@ def admit(*, conversation: Conversation, resuming: Run | None = None) -> int | N
     engine.refuse_new_runs()
     User = get_user_model()
     owner = User.objects.select_for_update().get(pk=conversation.owner_id)
-    services.agent_for(user=owner, agent_key=conversation.agent_key)
-    providers.require_provider()
+    spec = services.agent_for(user=owner, agent_key=conversation.agent_key)
+    picked = conversation.model_key if model_key is None else model_key
+    providers.require_provider(providers.key_for(conversation_model=picked, agent_model=spec.model))
     if resuming is None and Run.objects.active_in(conversation).exists():
         _refuse_busy(conversation)
     running = Run.objects.filter(conversation__owner=owner, status__in=(Run.Status.QUEUED, Run.Status.RUNNING)).count()

@@ -13,6 +13,11 @@
   const messagesEl = $("messages");
   const composer = $("composer");
   const textarea = composer.querySelector("textarea");
+  // The model menu (when the deployment offers several): every message, edit and regeneration
+  // names the model picked, and the server keeps it for the conversation. An empty value is
+  // the agent's own model, which users cannot pick: nothing is sent, nothing changes.
+  const modelPicker = composer.querySelector("[data-role=model]");
+  const modelChoice = () => (modelPicker && modelPicker.value ? { model: modelPicker.value } : {});
   const sendButton = $("send");
   const stopButton = $("stop");
   const noticeEl = $("notice");
@@ -409,7 +414,7 @@
     const question = [...messagesEl.querySelectorAll("article.msg-user")].pop();
     if (last && last.classList.contains("msg-assistant")) {
       last.querySelector(".msg-head").append(turnAction("Regenerate", () => {
-        send({ type: "message.regenerate", conversation, request_id: newRequestId() });
+        send({ type: "message.regenerate", conversation, request_id: newRequestId(), ...modelChoice() });
       }));
     }
     if (question && question.dataset.message) {
@@ -417,7 +422,7 @@
         const body = $("body", question);
         const edited = window.prompt("Edit your message", body.textContent);
         if (edited && edited.trim() && edited !== body.textContent) {
-          send({ type: "message.edit", conversation, message: question.dataset.message, content: edited, request_id: newRequestId() });
+          send({ type: "message.edit", conversation, message: question.dataset.message, content: edited, request_id: newRequestId(), ...modelChoice() });
         }
       }));
     }
@@ -631,7 +636,7 @@
     const content = textarea.value;
     if (!content.trim() || state.busy) return;
     state.pendingRequest = newRequestId();
-    if (!send({ type: "message.send", conversation, content, request_id: state.pendingRequest })) {
+    if (!send({ type: "message.send", conversation, content, request_id: state.pendingRequest, ...modelChoice() })) {
       showNotice("Not connected. Your message is kept; send it again once reconnected.", "error");
     }
   });

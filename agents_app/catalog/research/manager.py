@@ -27,14 +27,12 @@ log = logging.getLogger(__name__)
 MAX_SEARCHES = 5
 
 
-def web_search_available() -> bool:
-    """The hosted WebSearchTool runs only on OpenAI's Responses API."""
+def web_search_available(model_key: str = "") -> bool:
+    """The hosted WebSearchTool runs only on OpenAI's Responses API (the run's model)."""
     from agents import OpenAIResponsesModel
 
     try:
-        if providers.provider_name() != "openai":
-            return False
-        return isinstance(unguarded(providers.model_for_run().model), OpenAIResponsesModel)
+        return isinstance(unguarded(providers.model_for_run(model_key).model), OpenAIResponsesModel)
     except providers.ProviderNotConfigured:
         return False
 
@@ -42,7 +40,7 @@ def web_search_available() -> bool:
 class ResearchManager:
     def __init__(self, ctx: RunContextWrapper[ChatContext], *, use_web: bool | None = None) -> None:
         self.ctx = ctx
-        self.use_web = web_search_available() if use_web is None else use_web
+        self.use_web = web_search_available(ctx.context.model_key) if use_web is None else use_web
 
     async def run(self, topic: str) -> ReportData:
         data = {"topic": topic} if settings.AGENTS_TRACE_SENSITIVE_DATA else {}
