@@ -193,6 +193,7 @@ class Verdict:
     failed: bool
     blocked: bool
     problems: list[str]
+    failed_calls: list[str]  # calls that did not work ("research (failed)"), right or not
     status: str
     answered_by: str
     tools: list[dict[str, Any]]
@@ -204,22 +205,37 @@ class Verdict:
         return asdict(self)
 
 
+# How a call the case needed may end and still count: it ran, or it waits for (or ended
+# with) the decision the case makes on its approval.
+SUCCEEDED = {"completed", "awaiting_approval"}
+ENDED_AS_THE_CASE_DECIDES = {"approve": set(), "reject": {"rejected"}, "leave": {"cancelled", "rejected"}}
+
+
+def succeeded(case: Case, tool: ToolUse) -> bool:
+    return tool.status in SUCCEEDED or tool.status in ENDED_AS_THE_CASE_DECIDES.get(case.approval, set())
+
+
 def judge(case: Case, seen: Observation) -> Verdict:
     expect, problems = case.expect, []
     called = list(seen.tools)
     names = [t.name for t in called]
+    # A call counts as the right one only when it worked: a call that failed (bad arguments,
+    # invalid JSON from the model, a crash) and was retried is not a right call.
+    worked = [t for t in called if succeeded(case, t)]
+    worked_names = [t.name for t in worked]
+    failed_calls = [f"{t.name} ({t.status})" for t in called if not succeeded(case, t)]
     blocked = seen.status == "blocked"
 
     tool_ok: bool | None = None
     matching: list[ToolUse] = []
     if expect.tool:
-        matching = [t for t in called if t.name in expect.tool]
+        matching = [t for t in worked if t.name in expect.tool]
         tool_ok = bool(matching)
         if not tool_ok:
-            problems.append(f"expected a call of {' or '.join(expect.tool)}, got {names or 'none'}")
+            problems.append(f"expected a call of {' or '.join(expect.tool)} that works, got {names or 'none'}")
     if expect.all_tools:
-        missing = [name for name in expect.all_tools if name not in names]
-        matching = [t for t in called if t.name in expect.all_tools]
+        missing = [name for name in expect.all_tools if name not in worked_names]
+        matching = [t for t in worked if t.name in expect.all_tools]
         tool_ok = not missing if tool_ok is None else tool_ok and not missing
         if missing:
             problems.append(f"expected calls of {', '.join(expect.all_tools)}; missing {', '.join(missing)}")
@@ -269,6 +285,8 @@ def judge(case: Case, seen: Observation) -> Verdict:
     failed = seen.status == "failed" or seen.final_status == "failed"
     if failed:
         problems.append(f"failed: {seen.error}")
+    if failed_calls:
+        problems.append(f"tool calls that did not work: {', '.join(failed_calls)}")
     return Verdict(
         case=case.id,
         agent=case.agent,
@@ -282,6 +300,7 @@ def judge(case: Case, seen: Observation) -> Verdict:
         failed=failed,
         blocked=blocked,
         problems=problems,
+        failed_calls=failed_calls,
         status=seen.status if not seen.final_status else f"{seen.status} → {seen.final_status}",
         answered_by=seen.answered_by,
         tools=[asdict(t) for t in called],

@@ -50,6 +50,7 @@ class AgentSummary:
     forbidden: int
     empty: int
     failed: int
+    failed_calls: int  # cases with a tool call that did not work, even if a retry did
     blocked: int
     median_ttft_ms: float | None
     median_duration_ms: float | None
@@ -66,6 +67,7 @@ class AgentSummary:
             "forbidden": self.forbidden,
             "empty_replies": self.empty,
             "failed": self.failed,
+            "cases_with_failed_calls": self.failed_calls,
             "blocked": self.blocked,
             "median_time_to_first_token_ms": self.median_ttft_ms,
             "median_duration_ms": self.median_duration_ms,
@@ -89,6 +91,7 @@ def summarise(verdicts: list[Verdict]) -> list[AgentSummary]:
                 forbidden=sum(1 for v in mine if v.forbidden),
                 empty=sum(1 for v in mine if v.empty),
                 failed=sum(1 for v in mine if v.failed),
+                failed_calls=sum(1 for v in mine if v.failed_calls),
                 blocked=sum(1 for v in mine if v.blocked),
                 median_ttft_ms=_median(v.time_to_first_token_ms for v in mine),
                 median_duration_ms=_median(v.duration_ms for v in mine),
@@ -108,6 +111,7 @@ COLUMNS = [
     "forbidden",
     "empty",
     "failed",
+    "failed calls",
     "blocked",
     "median first token",
     "median duration",
@@ -131,6 +135,7 @@ def rows(summaries: list[AgentSummary]) -> list[list[str]]:
             str(s.forbidden),
             str(s.empty),
             str(s.failed),
+            str(s.failed_calls),
             str(s.blocked),
             _seconds(s.median_ttft_ms),
             _seconds(s.median_duration_ms),

@@ -299,3 +299,53 @@ def test_the_command_refuses_a_bad_selection(tmp_path):
     bad.write_text("[[cases]]\n")
     with pytest.raises(CommandError, match="`id` is required"):
         call_command("evaluate", "--cases", str(bad), "--provider", "scripted")
+
+
+async def test_a_call_that_failed_is_not_the_right_call_and_a_failed_first_call_is_reported(script):
+    selected = cases(
+        """
+        [[cases]]
+        id = "only-failed"
+        agent = "orders"
+        message = "Has QM-51207 shipped?"
+        expect = { tool = ["lookup_order"], args = { order_number = "QM-51207" } }
+
+        [[cases]]
+        id = "failed-then-worked"
+        agent = "orders"
+        message = "Has QM-51207 shipped?"
+        expect = { tool = ["lookup_order"], args = { order_number = "QM-51207" } }
+        """
+    )
+    broken = {"order": "QM-51207"}  # no order_number: the tool refuses its arguments
+    steps = [
+        [function_call("lookup_order", broken, call_id="c1")],
+        structured(shipped()),
+        [function_call("lookup_order", broken, call_id="c2")],
+        [function_call("lookup_order", {"order_number": "QM-51207"}, call_id="c3")],
+        structured(shipped()),
+    ]
+    with script(steps):
+        only_failed, retried = await run_cases(selected)
+
+    assert [t["status"] for t in only_failed.tools] == ["failed"]
+    assert only_failed.tool_ok is False and only_failed.routing_ok is False
+    assert only_failed.failed_calls == ["lookup_order (failed)"]
+    assert retried.tool_ok is True and retried.args_ok is True
+    assert retried.failed_calls == ["lookup_order (failed)"]
+    assert any("did not work" in problem for problem in retried.problems)
+    rows = {s.agent: s for s in report.summarise([only_failed, retried])}
+    assert str(rows["orders"].tool) == "1/2 (50%)" and rows["orders"].failed_calls == 2
+
+
+def test_a_call_ended_by_the_decision_the_case_makes_still_counts():
+    [rejected] = cases(
+        '[[cases]]\nid = "r"\nagent = "orders"\napproval = "reject"\nmessage = "Refund QM-51344"\n'
+        'expect = { tool = ["refund_order"] }\n'
+    )
+    seen = Observation(
+        status="awaiting_approval", content="", answered_by="Order Status",
+        tools=[ToolUse(name="refund_order", arguments={"order_number": "QM-51344"}, status="rejected")],
+    )
+    verdict = judge(rejected, seen)
+    assert verdict.tool_ok and verdict.failed_calls == []
