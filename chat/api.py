@@ -227,9 +227,12 @@ async def conversations(request: HttpRequest) -> HttpResponse:
     })
 
 
-@api_view("GET", "PATCH")
+@api_view("GET", "PATCH", "DELETE")
 async def conversation_detail(request: HttpRequest, public_id: uuid.UUID) -> HttpResponse:
     conversation = await own_conversation(request, public_id)
+    if request.method == "DELETE":  # a reply being written is stopped first, on any process
+        await engine.delete(conversation=conversation)
+        return HttpResponse(status=204)
     if request.method == "PATCH":  # rename: every open tab of the user follows
         frame = json_body(request)
         title = protocol.title(frame)
@@ -270,13 +273,29 @@ async def message_feedback(request: HttpRequest, message_id: uuid.UUID) -> HttpR
     return JsonResponse({"feedback": wire.feedback_json(message, feedback)})
 
 
+STREAM_PARAM = {"0": False, "false": False, "1": True, "true": True}
+
+
+def wants_json(request: HttpRequest) -> bool:
+    """A non-streamed run: `?stream=0`, or an Accept that asks for JSON and not for events."""
+    stream = request.GET.get("stream")
+    if stream is not None:
+        if stream not in STREAM_PARAM:
+            raise AppError("invalid_field", "'stream' must be 0, false, 1 or true.")
+        return not STREAM_PARAM[stream]
+    accept = request.headers.get("Accept", "")
+    return "application/json" in accept and "text/event-stream" not in accept
+
+
 @api_view("POST")
 async def message_send(request: HttpRequest, public_id: uuid.UUID) -> HttpResponse:
-    """Store the message, start the run, stream its events until it finishes or pauses."""
+    """Store the message, start the run, stream its events until it finishes or pauses; or,
+    non-streamed (`wants_json`), wait for that and answer the stored reply."""
     conversation = await own_conversation(request, public_id)
     frame = json_body(request)
     content = protocol.message_content(frame)
     model = protocol.model_choice(frame)
+    streamed = not wants_json(request)
     # Subscribe before the run exists: its first events cannot be missed (and the buffer
     # replay covers the rest).
     follower = engine.RunFollower(conversation.group_name, until_run_ends=True, credential=request.api_credential)
@@ -294,7 +313,27 @@ async def message_send(request: HttpRequest, public_id: uuid.UUID) -> HttpRespon
         raise
     run_id = str(started.run.public_id)
     follower.follow(run_id)
+    if not streamed:
+        return await _reply_when_over(follower, started)
     return await event_stream(sse_follow(follower, run_id, after=0))
+
+
+async def _reply_when_over(follower: engine.RunFollower, started: engine.StartedRun) -> HttpResponse:
+    """Follow the run to its end (or its pause for approval) without streaming, then answer
+    what is stored: `200 {message, run}`, or `202` with the approvals it waits for. The client
+    going away does not stop the run, as with a stream."""
+    await sync_to_async(close_old_connections)()  # as a stream: no connection held while waiting
+    try:
+        async for _event in follower.events(str(started.run.public_id), after=0):
+            pass
+    finally:
+        await follower.close()
+    run = await Run.objects.aget(pk=started.run.pk)
+    reply = await Message.objects.select_related("run").aget(pk=started.reply.pk)
+    paused = run.status == Run.Status.AWAITING_APPROVAL
+    return JsonResponse(
+        {"message": wire.message_json(reply), "run": await selectors.arun_state(run)}, status=202 if paused else 200
+    )
 
 
 @api_view("GET")

@@ -180,3 +180,20 @@ def test_refusals_over_real_http_and_socket(user, other_user, tmp_path):
     assert unauthorized[0] == 401 and unauthorized[1]["error"]["code"] == "unauthorized"
     assert close_code == 4401 and handshake_status == 403
     assert not Message.objects.exists()
+
+
+def test_a_script_gets_a_plain_json_reply_and_deletes_the_conversation(user, tmp_path):
+    api_secret = api_token_create(owner=user, name="script").secret
+    with running_daphne(tmp_path) as server:
+        api = Api(server, api_secret)
+        status, created = api.json("POST", "/api/conversations", {"agent": "assistant"})
+        conversation_id = created["conversation"]["id"]
+        status, answer = api.json("POST", f"/api/conversations/{conversation_id}/messages?stream=0", {"content": "Hello there"})
+        assert status == 200 and answer["run"]["status"] == "completed"
+        assert "Hello there" in answer["message"]["content"] and answer["message"]["usage"]["total_tokens"] > 0
+
+        status, _ = api.json("DELETE", f"/api/conversations/{conversation_id}")
+        assert status == 204
+        status, missing = api.json("GET", f"/api/conversations/{conversation_id}")
+        assert (status, missing["error"]["code"]) == (404, "not_found")
+    assert not Conversation.objects.filter(public_id=conversation_id).exists()

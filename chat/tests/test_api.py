@@ -12,13 +12,14 @@ from datetime import timedelta
 import pytest
 from agents import function_tool
 from agents.testing import assistant_message, function_call
-from asgiref.sync import sync_to_async
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from asgiref.testing import ApplicationCommunicator
 from channels.layers import get_channel_layer
 from django.test import AsyncClient
 from django.utils import timezone
 
 from accounts.services import api_token_create, api_token_revoke
+from agents_app.models import AgentSession
 from chat import api as chat_api
 from chat.engine import follow, runs
 from chat.engine.process import engine
@@ -528,6 +529,74 @@ async def test_approval_over_http_pauses_then_resumes_the_run(api, conversation,
     assert error_of(again) == (409, "already_decided")
 
 
+async def as_served(request):
+    """A request that waits for a run, handled as daphne does (Django's ASGIHandler gives each
+    request a ThreadSensitiveContext): the test client has none, so the request's sync
+    middleware would hold the one thread the run's database work needs until it returned."""
+    async with ThreadSensitiveContext():
+        return await request
+
+
+async def test_a_message_sent_for_json_waits_for_the_run_and_answers_the_stored_reply(api, conversation, script):
+    with script([streamed("Hello ", "back.")]):
+        response = await as_served(
+            post_json(api, url(conversation, "/messages"), {"content": "Hi"}, headers={"Accept": "application/json"})
+        )
+    with script([streamed("Again.")]):
+        query = await as_served(post_json(api, url(conversation, "/messages?stream=0"), {"content": "Once more"}))
+
+    assert response.status_code == 200 and response["Content-Type"] == "application/json"
+    body = json.loads(response.content)
+    assert body["message"]["content"] == "Hello back." and body["message"]["status"] == "completed"
+    assert body["message"]["usage"]["total_tokens"] > 0
+    assert body["run"]["status"] == "completed" and body["run"]["approvals"] == []
+    assert json.loads(query.content)["message"]["content"] == "Again."
+    stored = await Message.objects.filter(conversation=conversation, role="assistant").order_by("created_at").alast()
+    assert str(stored.public_id) == json.loads(query.content)["message"]["id"]
+
+
+async def test_a_json_run_that_pauses_for_approval_answers_202_with_what_it_waits_for(api, conversation, script):
+    refunds.clear()
+    steps = [[function_call("refund_order", {"order_number": "A-1"}, call_id="call_r")], streamed("Refunded.")]
+    with extra_tools("assistant", refund_order), script(steps):
+        response = await as_served(
+            post_json(api, url(conversation, "/messages"), {"content": "Refund A-1"}, headers={"Accept": "application/json"})
+        )
+        body = json.loads(response.content)
+        decided = await post_json(api, url(conversation, "/approvals/call_r"), {"approve": True})
+        await asyncio.wait_for(runs.wait_for_run(body["run"]["id"]), 10)
+
+    assert response.status_code == 202 and body["message"]["status"] == "awaiting_approval"
+    assert [(a["call_id"], a["name"]) for a in body["run"]["approvals"]] == [("call_r", "refund_order")]
+    assert decided.status_code == 200 and refunds == ["A-1"]
+
+
+async def test_delete_removes_a_conversation_with_its_history_for_its_owner_only(api, user, other_user, conversation, script):
+    with script([streamed("Hi.")]):
+        await as_served(post_json(api, url(conversation, "/messages?stream=0"), {"content": "Hello"}))
+    theirs = await Conversation.objects.acreate(owner=other_user, agent_key="assistant")
+
+    assert error_of(await api.delete(f"/api/conversations/{theirs.public_id}")) == (404, "not_found")
+    response = await api.delete(url(conversation))
+    assert response.status_code == 204
+    assert error_of(await api.get(url(conversation))) == (404, "not_found")
+    assert not await Message.objects.filter(conversation_id=conversation.pk).aexists()
+    assert not await AgentSession.objects.filter(session_id=conversation.session_id).aexists()
+    assert await Conversation.objects.filter(pk=theirs.pk).aexists()
+
+
+async def test_delete_during_a_reply_stops_it_first_and_answers_once_it_is_gone(api, conversation):
+    first = SseReader((await send(api, conversation, "Tell me a story [[stall]]")).streaming_content)
+    await first.until("message.delta")
+    response = await as_served(api.delete(url(conversation)))
+    rest = await first.rest()
+
+    assert response.status_code == 204
+    assert not await Conversation.objects.filter(pk=conversation.pk).aexists()
+    assert not await Run.objects.filter(conversation_id=conversation.pk).aexists()
+    assert rest[-1].event == "run.finished" and rest[-1].data["status"] == "cancelled"
+
+
 # --- the replay buffer helper ------------------------------------------------------------
 async def test_buffered_events_are_read_by_seq_not_by_position():
     run_id = f"buffer-test-{uuid.uuid4()}"
@@ -540,3 +609,9 @@ def test_sse_message_format():
     text = chat_api.sse_message({"type": "message.delta", "seq": 3, "delta": "a\nb"})
     assert text == 'id: 3\nevent: message.delta\ndata: {"type":"message.delta","seq":3,"delta":"a\\nb"}\n\n'
     assert parse_sse(chat_api.sse_message({"type": "approval.decided", "run": "r"}))[0].id is None
+
+
+async def test_a_stream_parameter_that_is_not_a_yes_or_no_is_refused_and_nothing_is_stored(api, conversation):
+    response = await post_json(api, url(conversation, "/messages?stream=maybe"), {"content": "Hi"})
+    assert error_of(response) == (400, "invalid_field")
+    assert not await Message.objects.filter(conversation=conversation).aexists()
