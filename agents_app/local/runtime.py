@@ -19,7 +19,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from agents_app.local.assembly import Echo, LocalModelError, _print, wheels_dir
+from agents_app.local.assembly import wheels_dir
+from agents_app.local.errors import Echo, LocalModelError, print_line
 from agents_app.local.specs import LLAMA_CPP_CMAKE_ARGS, LLAMA_CPP_REQUIREMENT
 
 LLAMA_CPP_VERSION = LLAMA_CPP_REQUIREMENT.split("==")[1]
@@ -66,7 +67,7 @@ def _pump(stream: Iterable[str] | None, lines: queue.Queue[str | None]) -> None:
         lines.put(None)
 
 
-def build_wheel(*, echo: Echo = _print) -> Path:
+def build_wheel(*, echo: Echo = print_line) -> Path:
     """`pip wheel` llama-cpp-python into the cache, printing a progress line now and then."""
     wheels_dir().mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "CMAKE_ARGS": LLAMA_CPP_CMAKE_ARGS}
@@ -112,7 +113,7 @@ def build_wheel(*, echo: Echo = _print) -> Path:
     return wheel
 
 
-def ensure_llama_cpp(*, echo: Echo = _print, allow_build: bool = True) -> None:
+def ensure_llama_cpp(*, echo: Echo = print_line, allow_build: bool = True) -> None:
     """Install llama-cpp-python from the cached wheel, building that wheel first if needed."""
     version = installed_version()
     if version == LLAMA_CPP_VERSION:
