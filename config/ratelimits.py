@@ -7,9 +7,9 @@ with an `error` (and stays open unless the client keeps flooding), HTTP with 429
 `Retry-After`. Sign-ups per IP are allauth's own limit (`ACCOUNT_RATE_LIMITS`, in settings),
 keyed by `client_ip` like every limit per address.
 
-Concurrent sockets per user are not a rate: `SocketSlots` counts them in a Redis sorted set
-(or a dict), each entry refreshed while its socket lives, so a crashed process's sockets
-drop out after `SLOT_TTL_SECONDS`.
+Concurrent connections per user are not a rate: `Slots` counts them in a Redis sorted set per
+user and kind (or a dict), each entry refreshed while its connection lives, so a crashed
+process's connections drop out after `SLOT_TTL_SECONDS`.
 """
 
 from __future__ import annotations
@@ -110,31 +110,39 @@ def flooding(*, socket: str) -> bool:
     return _hit(_local_limiter(), settings.RATE_LIMIT_SOCKET_REFUSALS, f"refused:{socket}") is not None
 
 
-class SocketSlots:
-    """How many sockets each user has open, across processes (RATE_LIMIT_SOCKETS_PER_USER)."""
+@functools.cache
+def _redis():
+    """The client of every slot count (None without REDIS_URL: counted in this process)."""
+    import redis
 
-    def __init__(self) -> None:
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5) if settings.REDIS_URL else None
+
+
+class Slots:
+    """How many of one kind of long-lived connection each user has open, across processes
+    (at most the setting `setting`; 0 = no cap). Over the cap, `take` raises `AppError(code)`."""
+
+    def __init__(self, kind: str, *, setting: str, code: str, what: str) -> None:
+        self.kind, self.setting, self.code, self.what = kind, setting, code, what
         self._memory: dict[int, dict[str, float]] = {}
         self._lock = threading.Lock()
 
-    @functools.cached_property
-    def _redis(self):
-        import redis
+    @property
+    def limit(self) -> int:
+        return getattr(settings, self.setting)
 
-        return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5) if settings.REDIS_URL else None
-
-    @staticmethod
-    def _key(user_id: int) -> str:
-        return f"agents-chat-limits:sockets:{user_id}"
+    def _key(self, user_id: int) -> str:
+        return f"agents-chat-limits:{self.kind}:{user_id}"
 
     def take(self, *, user_id: int) -> str:
-        """A slot for a new socket of this user, or AppError("rate_limited")."""
-        limit = settings.RATE_LIMIT_SOCKETS_PER_USER
+        """A slot for a new connection of this user, or AppError(self.code)."""
+        limit = self.limit
         slot = uuid.uuid4().hex
         if not limit:
             return slot
         now = time.time()
-        if self._redis is None:
+        client = _redis()
+        if client is None:
             with self._lock:
                 held = {s: at for s, at in self._memory.get(user_id, {}).items() if at > now}
                 taken = len(held) < limit
@@ -143,7 +151,7 @@ class SocketSlots:
                 self._memory[user_id] = held
         else:
             key = self._key(user_id)
-            pipe = self._redis.pipeline()
+            pipe = client.pipeline()
             pipe.zremrangebyscore(key, "-inf", now)
             pipe.zadd(key, {slot: now + SLOT_TTL_SECONDS})
             pipe.zcard(key)
@@ -151,30 +159,32 @@ class SocketSlots:
             count = pipe.execute()[2]
             taken = count <= limit
             if not taken:
-                self._redis.zrem(key, slot)
+                client.zrem(key, slot)
         if not taken:
-            raise AppError("rate_limited", f"You have {limit} connections open already; close one first.", retry_after=10)
+            raise AppError(self.code, f"You have {limit} {self.what} open already; close one first.", retry_after=10)
         return slot
 
     def refresh(self, *, user_id: int, slot: str) -> None:
-        if not settings.RATE_LIMIT_SOCKETS_PER_USER:
+        if not self.limit:
             return
         until = time.time() + SLOT_TTL_SECONDS
-        if self._redis is None:
+        client = _redis()
+        if client is None:
             with self._lock:
                 self._memory.setdefault(user_id, {})[slot] = until
         else:
-            self._redis.zadd(self._key(user_id), {slot: until}, xx=True)
+            client.zadd(self._key(user_id), {slot: until}, xx=True)
 
     def give_back(self, *, user_id: int, slot: str) -> None:
-        if self._redis is None:
+        client = _redis()
+        if client is None:
             with self._lock:
                 self._memory.get(user_id, {}).pop(slot, None)
         else:
-            self._redis.zrem(self._key(user_id), slot)
+            client.zrem(self._key(user_id), slot)
 
 
-socket_slots = SocketSlots()
+socket_slots = Slots("sockets", setting="RATE_LIMIT_SOCKETS_PER_USER", code="rate_limited", what="connections")
 
 
 def reset() -> None:
@@ -182,5 +192,5 @@ def reset() -> None:
     _shared_limiter.cache_clear()
     _local_limiter.cache_clear()
     _item.cache_clear()
+    _redis.cache_clear()
     socket_slots._memory.clear()
-    socket_slots.__dict__.pop("_redis", None)
