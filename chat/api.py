@@ -15,6 +15,7 @@ refusal is an `AppError`, answered in one place (`api_view`) as
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import wraps
@@ -135,7 +136,36 @@ def sse_message(event: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-async def sse_follow(follower: engine.RunFollower, run_id: str, *, after: int) -> AsyncIterator[str]:
+class StreamSlot:
+    """One of the user's RATE_LIMIT_STREAMS_PER_USER open streams (`ratelimits.stream_slots`,
+    counted across processes). Taken before anything of the stream exists, so a refusal is a
+    plain JSON 429; given back when the stream's body ends, however it ends (run over, client
+    gone, token revoked, error), or by the view if it fails before the body starts. Refreshed
+    while the stream lives: the slot of a stream whose process died, or whose body never
+    started (the client left between the headers and the first event), lapses after
+    `ratelimits.SLOT_TTL_SECONDS`."""
+
+    def __init__(self, user_id: int, slot: str) -> None:
+        self.user_id, self.slot = user_id, slot
+        self.refreshed = time.monotonic()
+        self.held = True
+
+    @classmethod
+    async def take(cls, *, user_id: int) -> StreamSlot:
+        return cls(user_id, await sync_to_async(ratelimits.stream_slots.take)(user_id=user_id))
+
+    async def keep(self) -> None:
+        if time.monotonic() - self.refreshed >= ratelimits.SLOT_TTL_SECONDS / 3:
+            self.refreshed = time.monotonic()
+            await sync_to_async(ratelimits.stream_slots.refresh)(user_id=self.user_id, slot=self.slot)
+
+    async def give_back(self) -> None:
+        if self.held:
+            self.held = False
+            await sync_to_async(ratelimits.stream_slots.give_back)(user_id=self.user_id, slot=self.slot)
+
+
+async def sse_follow(follower: engine.RunFollower, run_id: str, *, after: int, slot: StreamSlot) -> AsyncIterator[str]:
     """A run's events as SSE messages, with a keep-alive comment while the model is silent.
     When the client goes away Django closes this generator; the run goes on. When the token
     is revoked or expires, the stream ends with an `error` event (`unauthorized`)."""
@@ -143,11 +173,15 @@ async def sse_follow(follower: engine.RunFollower, run_id: str, *, after: int) -
     try:
         async for event in follower.events(run_id, after=after):
             yield KEEPALIVE if event is None else sse_message(event)
+            await slot.keep()  # at least every RUN_KEEPALIVE_SECONDS
     except AppError as exc:
         yield sse_message(wire.error(exc))
     finally:
         metrics.streams_open.dec()
-        await follower.close()
+        try:
+            await follower.close()
+        finally:
+            await slot.give_back()
 
 
 async def event_stream(chunks: AsyncIterator[str]) -> StreamingHttpResponse:
@@ -296,11 +330,14 @@ async def message_send(request: HttpRequest, public_id: uuid.UUID) -> HttpRespon
     content = protocol.message_content(frame)
     model = protocol.model_choice(frame)
     streamed = not wants_json(request)
+    # Before the run starts: a message refused for too many streams stores nothing. A
+    # non-streamed run holds a follower as long, so it takes a place too.
+    slot = await StreamSlot.take(user_id=request.api_user.pk)
     # Subscribe before the run exists: its first events cannot be missed (and the buffer
     # replay covers the rest).
     follower = engine.RunFollower(conversation.group_name, until_run_ends=True, credential=request.api_credential)
-    await follower.subscribe()
     try:
+        await follower.subscribe()
         started = await engine.start(
             user=request.api_user,
             conversation=conversation,
@@ -310,24 +347,26 @@ async def message_send(request: HttpRequest, public_id: uuid.UUID) -> HttpRespon
         )
     except BaseException:
         await follower.close()
+        await slot.give_back()
         raise
     run_id = str(started.run.public_id)
     follower.follow(run_id)
     if not streamed:
-        return await _reply_when_over(follower, started)
-    return await event_stream(sse_follow(follower, run_id, after=0))
+        return await _reply_when_over(follower, started, slot=slot)
+    return await event_stream(sse_follow(follower, run_id, after=0, slot=slot))
 
 
-async def _reply_when_over(follower: engine.RunFollower, started: engine.StartedRun) -> HttpResponse:
+async def _reply_when_over(follower: engine.RunFollower, started: engine.StartedRun, *, slot: StreamSlot) -> HttpResponse:
     """Follow the run to its end (or its pause for approval) without streaming, then answer
     what is stored: `200 {message, run}`, or `202` with the approvals it waits for. The client
     going away does not stop the run, as with a stream."""
     await sync_to_async(close_old_connections)()  # as a stream: no connection held while waiting
     try:
         async for _event in follower.events(str(started.run.public_id), after=0):
-            pass
+            await slot.keep()
     finally:
         await follower.close()
+        await slot.give_back()
     run = await Run.objects.aget(pk=started.run.pk)
     reply = await Message.objects.select_related("run").aget(pk=started.reply.pk)
     paused = run.status == Run.Status.AWAITING_APPROVAL
@@ -362,10 +401,12 @@ async def run_events(request: HttpRequest, public_id: uuid.UUID) -> HttpResponse
         if not run.is_active:
             await follower.close()
             return await _finished_run_events(run, after=after)
+        # Only a stream that stays open takes a slot: a finished run's replay is written at once.
+        slot = await StreamSlot.take(user_id=request.api_user.pk)
     except BaseException:
         await follower.close()
         raise
-    return await event_stream(sse_follow(follower, run_id, after=after))
+    return await event_stream(sse_follow(follower, run_id, after=after, slot=slot))
 
 
 async def _finished_run_events(run: Run, *, after: int) -> HttpResponse:

@@ -133,8 +133,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if not self.user.is_authenticated or self.slot is None:
             return
         try:
-            ratelimits.check_frame(socket=self.channel_name)
+            await ratelimits.acheck_frame(user_id=self.user.pk)
         except AppError as exc:
+            # Closing is per socket: the one that keeps sending goes, the user's others stay.
             if ratelimits.flooding(socket=self.channel_name):
                 await self.close(code=CLOSE_FLOODING, reason="Too many frames.")
             else:

@@ -29,6 +29,7 @@ STATUS_OF = {
     "quota_exceeded": 429,
     "rate_limited": 429,
     "too_many_runs": 429,
+    "too_many_streams": 429,
     "provider_not_configured": 503,
     "overloaded": 503,
     "shutting_down": 503,

@@ -7,7 +7,7 @@ with an `error` (and stays open unless the client keeps flooding), HTTP with 429
 `Retry-After`. Sign-ups per IP are allauth's own limit (`ACCOUNT_RATE_LIMITS`, in settings),
 keyed by `client_ip` like every limit per address.
 
-Concurrent connections per user are not a rate: `Slots` counts them in a Redis sorted set per
+Concurrent sockets and event streams per user are not a rate: `Slots` counts them in a Redis sorted set per
 user and kind (or a dict), each entry refreshed while its connection lives, so a crashed
 process's connections drop out after `SLOT_TTL_SECONDS`.
 """
@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from limits import RateLimitItem, parse
 from limits.storage import MemoryStorage, storage_from_string
@@ -99,9 +100,25 @@ def check_api_request(*, user_id: int) -> None:
     refuse_over(_hit(_shared_limiter(), settings.RATE_LIMIT_API_REQUESTS, f"api:user:{user_id}"), "API requests")
 
 
-def check_frame(*, socket: str) -> None:
-    """Frames per socket (RATE_LIMIT_SOCKET_FRAMES)."""
-    refuse_over(_hit(_local_limiter(), settings.RATE_LIMIT_SOCKET_FRAMES, f"frames:{socket}"), "frames on this connection")
+def check_frame(*, user_id: int) -> None:
+    """Socket frames per user (RATE_LIMIT_SOCKET_FRAMES), all their sockets together and across
+    processes: counted per socket, opening more sockets would multiply the limit. Sockets call
+    `acheck_frame`."""
+    refuse_over(
+        _hit(_shared_limiter(), settings.RATE_LIMIT_SOCKET_FRAMES, f"frames:user:{user_id}"),
+        "frames (all your connections together)",
+    )
+
+
+async def acheck_frame(*, user_id: int) -> None:
+    """`check_frame` from the event loop. With Redis it is a network round trip, made in a
+    thread; in memory it takes microseconds and runs in place, which also keeps it to one
+    thread: `limits`' MemoryStorage can hand two threads two locks for a key they both use for
+    the first time, and then count one frame too many."""
+    if settings.REDIS_URL:
+        await sync_to_async(check_frame, thread_sensitive=False)(user_id=user_id)
+    else:
+        check_frame(user_id=user_id)
 
 
 def flooding(*, socket: str) -> bool:
@@ -185,12 +202,19 @@ class Slots:
 
 
 socket_slots = Slots("sockets", setting="RATE_LIMIT_SOCKETS_PER_USER", code="rate_limited", what="connections")
+# A stream the cap refuses is answered before it opens: a client told `too_many_streams` knows
+# to close one of its streams rather than to slow down.
+stream_slots = Slots("streams", setting="RATE_LIMIT_STREAMS_PER_USER", code="too_many_streams", what="event streams")
 
 
 def reset() -> None:
-    """Forget every count (tests change the settings)."""
+    """Forget every count (tests change the settings), Redis' too: the counts there outlive the
+    process, and the next test run's users get the same ids."""
+    if settings.REDIS_URL:
+        _shared_limiter().storage.reset()  # every key under the prefix, the slots' included
     _shared_limiter.cache_clear()
     _local_limiter.cache_clear()
     _item.cache_clear()
     _redis.cache_clear()
     socket_slots._memory.clear()
+    stream_slots._memory.clear()

@@ -354,10 +354,14 @@ CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=8000)
 CHAT_MAX_FRAME_BYTES = env.int("CHAT_MAX_FRAME_BYTES", default=64 * 1024)
 # Rate limits (config/ratelimits.py; `limits` notation, empty = off). Counted in Redis when
 # REDIS_URL is set, so they hold across processes; in memory otherwise.
+# Per user, all their sockets together.
 RATE_LIMIT_SOCKET_FRAMES = env.str("RATE_LIMIT_SOCKET_FRAMES", default="30/second")
 # A socket refused this often for sending too fast is closed (4429).
 RATE_LIMIT_SOCKET_REFUSALS = env.str("RATE_LIMIT_SOCKET_REFUSALS", default="100 per 10 seconds")
+# Open at once per user, counted across processes; 0 = no cap. Streams: the HTTP API's SSE
+# responses (POST …/messages, GET …/events), each a connection held as long as a socket.
 RATE_LIMIT_SOCKETS_PER_USER = env.int("RATE_LIMIT_SOCKETS_PER_USER", default=20)
+RATE_LIMIT_STREAMS_PER_USER = env.int("RATE_LIMIT_STREAMS_PER_USER", default=20)
 RATE_LIMIT_CONVERSATIONS = env.str("RATE_LIMIT_CONVERSATIONS", default="120/hour")
 # Per user, all their API tokens together.
 RATE_LIMIT_API_REQUESTS = env.str("RATE_LIMIT_API_REQUESTS", default="600/minute")

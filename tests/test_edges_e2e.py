@@ -27,6 +27,7 @@ EDGE_ENV = {
     "AGENTS_RUN_TOKEN_RESERVATION": "100",
     "AGENTS_MAX_ACTIVE_RUNS_PER_USER": "0",
     "RATE_LIMIT_SOCKETS_PER_USER": "0",
+    "RATE_LIMIT_SOCKET_FRAMES": "",  # thirty sockets of one user send at once
     "AGENTS_SCRIPTED_DELAY": "0.02",
     # Without a shared channel layer (the SQLite pass) the recheck is what reaches the other
     # process; with Redis the revocation message does it at once.
@@ -123,3 +124,79 @@ async def test_revoking_a_token_on_one_process_closes_its_socket_on_the_other(se
 async def _receive_until_closed(ws) -> None:
     while True:
         await asyncio.wait_for(ws.recv(), 10)
+
+
+# --- per-user limits that must hold across processes (Redis only: without it each process counts its own)
+@pytest.fixture(scope="module")
+def limited_servers(tmp_path_factory, django_db_setup):
+    from django.conf import settings
+
+    if not settings.REDIS_URL:
+        pytest.skip("limits are shared across processes only through Redis (REDIS_URL)")
+    tmp = tmp_path_factory.mktemp("limited")
+    env = {
+        "RATE_LIMIT_SOCKET_FRAMES": "6/minute", "RATE_LIMIT_SOCKET_REFUSALS": "50 per 10 second",
+        "RATE_LIMIT_STREAMS_PER_USER": "1", "RUN_KEEPALIVE_SECONDS": "0.2",
+    }
+    started = [start_daphne(tmp, name=name, extra_env=env) for name in ("a", "b")]
+    yield started
+    for server in started:
+        server.stop()
+
+
+async def test_frames_from_one_users_sockets_on_two_processes_are_limited_together(limited_servers, user):
+    secret = (await sync_to_async(api_token_create)(owner=user, name="frames")).secret
+    async with token_socket(limited_servers[0], secret) as a, token_socket(limited_servers[1], secret) as b:
+        for n in range(5):
+            await a.send(json.dumps({"type": "ping", "request_id": f"a{n}"}))
+            await b.send(json.dumps({"type": "ping", "request_id": f"b{n}"}))
+        answers = [json.loads(await asyncio.wait_for(ws.recv(), 10)) for ws in (a, b) for _ in range(5)]
+
+    assert sorted(a["type"] for a in answers) == ["error"] * 4 + ["pong"] * 6
+    assert {a["code"] for a in answers if a["type"] == "error"} == {"rate_limited"}
+
+
+def open_stream(server, secret: str, path: str) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=20)
+    conn.request("GET", path, headers={"Authorization": f"Bearer {secret}"})
+    return conn, conn.getresponse()
+
+
+async def test_a_users_event_streams_are_capped_across_two_processes(limited_servers, user):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from chat.tests.factories import ConversationFactory, RunFactory
+
+    secret = (await sync_to_async(api_token_create)(owner=user, name="streams")).secret
+    run = await sync_to_async(RunFactory)(
+        conversation=await sync_to_async(ConversationFactory)(owner=user), status=Run.Status.RUNNING,
+        finished_at=None, heartbeat_at=timezone.now(),
+    )
+    path = f"/api/conversations/{run.conversation.public_id}/events?run={run.public_id}"
+    first_conn, first = await asyncio.to_thread(open_stream, limited_servers[0], secret, path)
+    refused_conn, refused = await asyncio.to_thread(open_stream, limited_servers[1], secret, path)
+    refusal = json.loads(await asyncio.to_thread(refused.read))
+    refused_conn.close()
+    first_conn.close()  # the client goes away: its process gives the slot back
+
+    async def reopened():
+        conn, response = await asyncio.to_thread(open_stream, limited_servers[1], secret, path)
+        if response.status == 200:
+            return conn, response
+        await asyncio.to_thread(response.read)
+        conn.close()
+        return None
+
+    again = None
+    for _ in range(50):
+        if again := await reopened():
+            break
+        await asyncio.sleep(0.1)
+    assert first.status == 200 and refused.status == 429 and refusal["error"]["code"] == "too_many_streams"
+    assert again is not None
+    conn, response = again
+    await Run.objects.filter(pk=run.pk).aupdate(heartbeat_at=timezone.now() - timedelta(hours=1))
+    assert b"run.finished" in await asyncio.to_thread(response.read)  # its process died: the stream ends
+    conn.close()

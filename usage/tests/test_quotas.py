@@ -154,6 +154,7 @@ async def test_parallel_messages_cannot_spend_past_the_budget(user, script, sett
     settings.AGENTS_RUN_TOKEN_RESERVATION = 100
     settings.AGENTS_MAX_ACTIVE_RUNS_PER_USER = 0  # no cap: the budget alone must hold
     settings.RATE_LIMIT_SOCKETS_PER_USER = 0  # thirty tabs
+    settings.RATE_LIMIT_SOCKET_FRAMES = ""  # sending at once: the frames of all of them count together
     conversations = [
         await Conversation.objects.acreate(owner=user, agent_key="assistant", current_agent_name="Assistant")
         for _ in range(30)
