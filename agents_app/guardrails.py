@@ -20,7 +20,7 @@ into a blocked match (the start of something shaped like a key; a sentence that 
 refund, a ticket or a password until it ends). A trip stops the run and the page retracts
 what it showed. Tool results of agents with the secret check are checked before the model,
 the wire or the database see them (`redact_secrets`): a credential in a help-centre article
-never leaves the server.
+never leaves the server. What counts as a credential: `agents_app.secret_formats`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import regex
 from agents import (
     Agent,
     FunctionTool,
@@ -45,6 +44,7 @@ from agents import (
 )
 from pydantic import BaseModel
 
+from agents_app import secret_formats
 from agents_app.context import ChatContext
 from agents_app.items import text_of
 from agents_app.models import Order, Ticket
@@ -145,18 +145,9 @@ async def prompt_injection(
 
 
 # --- output: secrets ---------------------------------------------------------------------
-SECRET_PATTERNS: dict[str, re.Pattern[str]] = {
-    "an API key": re.compile(r"\bsk-(?:proj-|svcacct-|ant-|live-|test-)?[A-Za-z0-9_\-]{20,}"),
-    "an AWS access key": re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
-    "an AWS secret key": re.compile(r"aws_secret_access_key\s*[=:]\s*['\"]?[A-Za-z0-9/+]{40}", re.IGNORECASE),
-    "a private key": re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----"),
-    "an access token": re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,}|xox[abprs]-[A-Za-z0-9-]{10,})"),
-}
-
-
 def find_secret(text: str) -> str | None:
-    """What kind of secret `text` contains, if any."""
-    return next((kind for kind, pattern in SECRET_PATTERNS.items() if pattern.search(text)), None)
+    """What kind of secret `text` contains, if any (`agents_app.secret_formats` knows the formats)."""
+    return secret_formats.kind_of(text)
 
 
 def _outputtext_of(output: Any) -> str:
@@ -183,11 +174,7 @@ def _secret_message(kind: str) -> str:
     )
 
 
-def redacted(text: str) -> str:
-    """`text` with everything shaped like a credential replaced by a note saying what it was."""
-    for kind, pattern in SECRET_PATTERNS.items():
-        text = pattern.sub(f"[withheld: {kind}]", text)
-    return text
+redacted = secret_formats.redacted  # `text` with every credential replaced by a note saying what it was
 
 
 @tool_output_guardrail(name="secret leak in tool output")
@@ -333,25 +320,23 @@ PASSWORD_MESSAGE = (
 # --- checking a reply while it streams ------------------------------------------------------
 @dataclass(frozen=True)
 class StreamRule:
-    """How an output guardrail judges a reply that is still streaming. `safe_until(text)`: how
-    much of `text` may be shown now (what follows could still become something the guardrail
-    blocks); `verdict(ctx, text)`: the block message for that much of the reply, or None."""
+    """How an output guardrail judges a reply that is still streaming. `safe_until(text, shown)`:
+    how much of `text` may be shown now (what follows could still become something the
+    guardrail blocks); `verdict(ctx, text, shown)`: the block message for that much of the
+    reply, or None. `shown`: how much of it was shown (and judged) already."""
 
-    safe_until: Callable[[str], int]
-    verdict: Callable[[RunContextWrapper[ChatContext], str], Awaitable[str | None]]
-
-
-# The secret patterns with partial matching: "sk-pro" at the end of the text may yet become a key.
-_PARTIAL_SECRETS = [regex.compile(pattern.pattern, pattern.flags) for pattern in SECRET_PATTERNS.values()]
+    safe_until: Callable[[str, int], int]
+    verdict: Callable[[RunContextWrapper[ChatContext], str, int], Awaitable[str | None]]
 
 
-def _before_possible_secret(text: str) -> int:
-    starts = [m.start() for rx in _PARTIAL_SECRETS if (m := rx.search(text, partial=True)) is not None and m.partial]
-    return min(starts, default=len(text))
+# "sk-pro" at the end of the text may yet become a key: the credential formats with partial matching.
+def _before_possible_secret(text: str, shown: int) -> int:
+    return secret_formats.possible_start(text, shown)
 
 
-async def _secret_verdict(ctx: RunContextWrapper[ChatContext], text: str) -> str | None:
-    kind = find_secret(text)
+async def _secret_verdict(ctx: RunContextWrapper[ChatContext], text: str, shown: int) -> str | None:
+    # Only a credential that reaches into the text not shown yet is new.
+    kind = secret_formats.kind_of(text, max(0, shown - secret_formats.LOOKBACK))
     return _secret_message(kind) if kind else None
 
 
@@ -369,7 +354,7 @@ def _before_open_sentence_with(words: re.Pattern[str]) -> Callable[[str], int]:
     """Hold back the sentence still being written when it mentions one of `words` (it may yet
     become a claim or a request); everything else is shown at once."""
 
-    def safe_until(text: str) -> int:
+    def safe_until(text: str, shown: int) -> int:
         ends = [m.end() for m in _SENTENCE_END.finditer(text)]
         start = ends[-1] if ends else 0
         return start if words.search(text, start) else len(text)
@@ -377,7 +362,7 @@ def _before_open_sentence_with(words: re.Pattern[str]) -> Callable[[str], int]:
     return safe_until
 
 
-async def _claim_verdict(ctx: RunContextWrapper[ChatContext], text: str) -> str | None:
+async def _claim_verdict(ctx: RunContextWrapper[ChatContext], text: str, shown: int) -> str | None:
     done = ctx.context.extras.get(ACTIONS, set())
     for kind in sorted(claimed_actions(text) - set(done)):
         if not await _done_earlier(ctx, kind):
@@ -385,7 +370,7 @@ async def _claim_verdict(ctx: RunContextWrapper[ChatContext], text: str) -> str 
     return None
 
 
-async def _password_verdict(ctx: RunContextWrapper[ChatContext], text: str) -> str | None:
+async def _password_verdict(ctx: RunContextWrapper[ChatContext], text: str, shown: int) -> str | None:
     return PASSWORD_MESSAGE if asks_for_password(text) else None
 
 
@@ -430,11 +415,11 @@ class StreamGuard:
 
     async def feed(self, delta: str) -> str:
         self.text += delta
-        safe = min(rule.safe_until(self.text) for rule in self.rules.values())
+        safe = min(rule.safe_until(self.text, self.shown) for rule in self.rules.values())
         if safe <= self.shown:
             return ""
         for name, rule in self.rules.items():
-            message = await rule.verdict(self.ctx, self.text[:safe])
+            message = await rule.verdict(self.ctx, self.text[:safe], self.shown)
             if message:
                 raise StreamTripped(name, message)
         released, self.shown = self.text[self.shown : safe], safe

@@ -4,8 +4,11 @@ of the blocked turn stays in the SDK history, and the next turn's model input ne
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
-from agents_app import history
+from agents_app import history, secret_formats
 from agents_app.catalog.orders import OrderStatus
 from agents_app.guardrails import (
     MAX_AGENT_INPUT_CHARS,
@@ -155,6 +158,13 @@ def test_injection_heuristic_lets_ordinary_questions_through(text):
         ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3Bl...", "a private key"),
         ("-----BEGIN RSA PRIVATE KEY-----", "a private key"),
         ("token ghp_" + "a" * 36, "an access token"),
+        # From detect-secrets' catalogue and the supplement, beyond the five shapes of old:
+        ("sk_live_" + "51HxQ2eL4kT9vB7mN3pR8sW1yZ6cD0fG", "a Stripe key"),
+        ("maps: AIza" + "SyD3k9Q2xV7mL4nB8pR1tW6yZ0cF5hJ2gK9", "a Google API key"),
+        ("SG." + "aB3dE5fG7hJ9kL1mN3pQ5r" + "." + "sT7uV9wX1yZ3aB5cD7eF9gH1jK3lM5nP7qR9sT1uV3w", "a SendGrid key"),
+        ("glpat-" + "xY7kP2mQ9vL4nB8rT1wZ", "an access token"),
+        ("bot 123456789:" + "AAF3kQ9xV7mL4nB8pR1tW6yZ0cF5hJ2gK9s", "a Telegram bot token"),
+        ("postgres://notes:" + "Xk29fQ7vLm3p" + "@db.internal/notes", "a password in a URL"),
     ],
 )
 def test_secret_shapes_are_recognised(text, kind):
@@ -163,10 +173,59 @@ def test_secret_shapes_are_recognised(text, kind):
 
 @pytest.mark.parametrize(
     "text",
-    ["Ask the task-force lead", "sk-short", "Your order number is QM-10421", "-----BEGIN PUBLIC KEY-----", "AKIA is a prefix"],
+    [
+        "Ask the task-force lead",
+        "sk-short",
+        "Your order number is QM-10421",
+        "-----BEGIN PUBLIC KEY-----",
+        "AKIA is a prefix",
+        "Request id 550e8400-e29b-41d4-a716-446655440000, order #QM-10421, ticket 7f3a9c21.",
+        "git checkout 3f786850e387550fdab836ed7e6dc881de23001b && sha256sum: "
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        "See https://help.quillmate.example/articles/offline-sync?ref=chat#conflicts",
+        "DATABASE_URL=postgres://user:password@localhost:5432/notes",
+        "Call us on +49 30 123456789: we are open 8:00–18:00.",
+        "APCalculusAB and ACcountancy are course codes; SKU 12345678901234567890.",
+        'api_key = os.environ["QUILLMATE_API_KEY"]',
+    ],
 )
 def test_ordinary_text_is_not_mistaken_for_a_secret(text):
     assert find_secret(text) is None
+
+
+def test_every_detect_secrets_regex_plugin_is_used_or_left_out_on_purpose():
+    assert secret_formats.unplaced_plugins() == []
+
+
+def test_redaction_removes_the_whole_credential():
+    stripe = "sk_live_" + "51HxQ2eL4kT9vB7mN3pR8sW1yZ6cD0fG5hJ2kL9qX4tV7bN1mC3"  # longer than the catalogue's 24
+    block = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7b\n-----END RSA PRIVATE KEY-----"
+    assert secret_formats.redacted(f"key {stripe}.") == "key [withheld: a Stripe key]."
+    assert secret_formats.redacted(f"{block}\nthanks") == "[withheld: a private key]\nthanks"
+
+
+_PIECES = st.sampled_from(
+    [
+        "sk_live_" + "51HxQ2eL4kT9vB7mN3pR8sW1yZ6cD0fG",
+        "AIza" + "SyD3k9Q2xV7mL4nB8pR1tW6yZ0cF5hJ2gK9",
+        "sk-proj-" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4",
+        "AKIAIOSFODNN7EXAMPLE",
+        "ghp_" + "a" * 36,
+        "-----BEGIN OPENSSH PRIVATE KEY-----",
+        "123456789:" + "AAF3kQ9xV7mL4nB8pR1tW6yZ0cF5hJ2gK9s",
+        " AKC" + "x7Kp2mQ9vL4n ",
+        "://u:" + "Xk29fQ7vLm3p@",
+        " ", "\n", ":", "=", '"', "-", "_", "order QM-10421", "550e8400-e29b-41d4", "a", "Z9",
+    ]
+)
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(st.lists(_PIECES | st.text(max_size=12), max_size=12).map("".join))
+def test_redaction_leaves_no_catalogued_secret_and_is_idempotent(text):
+    once = secret_formats.redacted(text)
+    assert find_secret(once) is None
+    assert secret_formats.redacted(once) == once
 
 
 # --- replies that claim actions no tool took, and password requests ------------------

@@ -9,8 +9,9 @@ import asyncio
 import pytest
 from agents.testing import function_call
 
+from agents_app import tracing
 from agents_app.guardrails import StreamGuard, StreamTripped, redacted
-from agents_app.models import KnowledgeArticle, SessionItem
+from agents_app.models import KnowledgeArticle, SessionItem, SpanRecord
 from agents_app.tests.chatting import (
     fast_password_hashing,  # noqa: F401 (autouse fixture)
     new_conversation,
@@ -139,3 +140,72 @@ async def test_the_guard_trips_on_a_complete_secret(user):
 def test_redaction_names_what_it_removed():
     assert redacted(f"a {KEY} b") == "a [withheld: an API key] b"
 
+
+
+# Formats the guardrail learnt from the catalogue (Stripe) and its supplement (Google).
+STRIPE_KEY = "sk_live_" + "51HxQ2eL4kT9vB7mN3pR8sW1yZ6cD0fG5hJ2kL9qX4tV7bN1mC3"
+GOOGLE_KEY = "AIza" + "SyD3k9Q2xV7mL4nB8pR1tW6yZ0cF5hJ2gK9"
+
+
+async def test_stripe_and_google_keys_in_a_help_centre_article_never_leave_the_server(user, script, settings):
+    settings.AGENTS_TRACE_SENSITIVE_DATA = True  # the traces hold inputs and outputs: check them too
+    settings.AGENTS_TRACE_LOCAL = True
+    await KnowledgeArticle.objects.acreate(
+        title="Payments and maps", slug="payments-maps", tags="payments, maps",
+        body=f"Billing runs on Stripe with {STRIPE_KEY}; the map embed uses {GOOGLE_KEY} (do not share).",
+    )
+    conversation = await new_conversation(user, "support")
+    steps = [[function_call("search_knowledge_base", {"query": "payments maps"}, call_id="call_kb")], streamed("See Billing.")]
+    with script(steps) as model:
+        ws = await connect(user)
+        await send_message(ws, conversation, "How are payments set up?")
+        events = await receive_until(ws, "run.finished")
+        await ws.disconnect()
+    assert await asyncio.to_thread(tracing.flush, 10)
+
+    output = one(events, "tool.output")["output"]
+    assert "[withheld: a Stripe key]" in output and "[withheld: a Google API key]" in output
+    reply = await reply_of(events)
+    run = await Run.objects.aget(pk=reply.run_id)
+    spans = [s async for s in SpanRecord.objects.filter(trace__run=run)]
+    assert spans  # the traces were stored, and hold the tool's output
+    for where in [texts(events), texts(model.last_call.input), texts(reply.activity), reply.content, texts(run.events),
+                  texts([s.data for s in spans]), texts([p async for p in SessionItem.objects.values_list("payload", flat=True)])]:
+        assert STRIPE_KEY[8:30] not in where and GOOGLE_KEY[4:30] not in where
+
+
+async def test_a_stripe_key_split_over_two_deltas_never_reaches_the_client(user, script):
+    conversation = await new_conversation(user, "support")
+    with script([streamed("The billing key is ", STRIPE_KEY[:14], STRIPE_KEY[14:] + " here.")]):
+        ws = await connect(user)
+        await send_message(ws, conversation, "What is the billing key?")
+        events = await receive_until(ws, "run.finished")
+        await ws.disconnect()
+
+    shown = "".join(e["delta"] for e in of_type(events, "message.delta"))
+    assert shown == "The billing key is "
+    assert "sk_live" not in texts(events) and STRIPE_KEY[14:30] not in texts(events)
+    tripped = one(events, "guardrail.tripped")
+    assert tripped["guardrail"] == "secret leak" and "a Stripe key" in tripped["message"]
+
+
+@pytest.mark.parametrize(
+    "deltas",
+    [
+        ["Order QM-10421 ", "ships today."],
+        ["Request 550e8400-e29b-", "41d4-a716-446655440000 is done."],
+        ["Fixed in commit 3f786850e387", "550fdab836ed7e6dc881de23001b."],
+        ["See https://help.quillmate.example/", "articles/sync for details."],
+        ["Set DATABASE_URL=postgres://user:password@", "localhost/notes and restart."],
+    ],
+)
+async def test_ordinary_replies_stream_through_the_secret_guard(deltas, user):
+    from agents import RunContextWrapper
+
+    from agents_app.context import ChatContext
+    from agents_app.registry import get_spec
+
+    support = get_spec("support").agent
+    guard = StreamGuard.for_agents([support], RunContextWrapper(context=ChatContext(user=user, conversation=None)))
+    released = "".join([await guard.feed(delta) for delta in deltas]) + guard.rest()
+    assert released == "".join(deltas)
