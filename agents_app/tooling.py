@@ -4,7 +4,9 @@
   failed tool call, and `is_enabled`. One decorator, so no tool forgets them; `agent_tool`
   gives an agent-as-tool the same.
 * `run_nested`: run a helper agent (a guardrail's classifier, a research planner) on the app's
-  model, inside the chat run's trace, with its tokens added to the chat run's usage.
+  model, inside the chat run's trace, with its tokens added to the chat run's usage. Its input
+  is built by our code from tool, knowledge-base or conversation text, so it goes through the
+  secret redactor first: a credential in the help centre never reaches the model provider.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from django.conf import settings
 
 from agents_app import providers
 from agents_app.context import ChatContext
+from agents_app.secret_formats import redacted
 
 log = logging.getLogger(__name__)
 
@@ -146,4 +149,21 @@ async def run_nested(
     reply. `Agent.as_tool` already does the same; this is for nested runs we start ourselves.
     """
     wrapper = RunContextWrapper(context=ctx.context, usage=ctx.usage)
-    return await Runner.run(agent, input, context=wrapper, max_turns=max_turns, run_config=nested_run_config(ctx.context.model_key))
+    return await Runner.run(
+        agent,
+        redacted_input(input),
+        context=wrapper,
+        max_turns=max_turns,
+        run_config=nested_run_config(ctx.context.model_key),
+    )
+
+
+def redacted_input(value: Any) -> Any:
+    """A model input (a string, or SDK items) with every credential in its texts withheld."""
+    if isinstance(value, str):
+        return redacted(value)
+    if isinstance(value, list):
+        return [redacted_input(item) for item in value]
+    if isinstance(value, dict):
+        return {key: redacted_input(item) for key, item in value.items()}
+    return value

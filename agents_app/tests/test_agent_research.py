@@ -14,6 +14,7 @@ from agents_app import history, providers, tracing
 from agents_app.catalog.research.manager import web_search_available
 from agents_app.catalog.research.planner import WebSearchItem, WebSearchPlan
 from agents_app.catalog.research.writer import ReportData
+from agents_app.models import SpanRecord
 from agents_app.tests.chatting import (
     fast_password_hashing,  # noqa: F401 (autouse fixture)
     new_conversation,
@@ -161,6 +162,30 @@ async def test_the_whole_research_runs_inside_the_chat_runs_trace(user, script, 
     names = {(kind, name) for _, kind, name in recorder.spans}
     assert {("custom", "Research"), ("custom", "Plan searches"), ("custom", "Searches"), ("custom", "Write report")} <= names
     assert {("agent", "Research planner"), ("agent", "Research writer"), ("function", "research")} <= names
+
+
+@chat_db
+async def test_credentials_in_the_help_centre_never_reach_the_research_writers_model(user, script, settings):
+    settings.AGENTS_TRACE_SENSITIVE_DATA, settings.AGENTS_TRACE_LOCAL = True, True
+    stripe = "sk_live_" + "51HxQ2eL4kT9vB7mN3pR8sW1yZ6cD0fG5hJ2kL9qX4tV7bN1mC3"
+    google = "AIza" + "SyD3k9Q2xV7mL4nB8pR1tW6yZ0cF5hJ2gK9"
+    await sync_to_async(KnowledgeArticleFactory)(
+        title="Working offline", tags="offline, sync",
+        body=f"Offline edits sync on reconnect. Billing uses {stripe}; maps use {google}.",
+    )
+    conversation = await new_conversation(user, "research")
+    with script(research_steps()) as model:
+        events = await turn(user, conversation, "What happens to notes I edit offline?")
+    assert await sync_to_async(tracing.flush)(10)
+
+    writer_input = str(model.calls[2].input)
+    assert "Offline edits sync on reconnect" in writer_input  # the excerpt reached the writer,
+    assert "[withheld: a Stripe key]" in writer_input and "[withheld: a Google API key]" in writer_input
+    for call in model.calls:  # and no model call held a credential
+        assert stripe[8:30] not in str(call.input) and google[4:30] not in str(call.input)
+    reply = await reply_of(events)
+    spans = [s.data async for s in SpanRecord.objects.filter(trace__run_id=reply.run_id)]
+    assert spans and stripe[8:30] not in str(spans) and google[4:30] not in str(spans)
 
 
 def test_web_search_joins_only_on_openais_responses_api(settings):

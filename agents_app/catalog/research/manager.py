@@ -1,7 +1,10 @@
 """Orchestrates one research: plan → searches in parallel → report, in the style of the SDK's
 examples/research_bot/manager.py. It runs inside the chat run's trace (the `research` tool
 is called by the chat run), so it opens `custom_span`s only, never a trace of its own; the
-nested agent runs join that trace and add their tokens to the chat run's usage."""
+nested agent runs join that trace and add their tokens to the chat run's usage.
+
+The writer's input holds help-centre excerpts and web summaries: `run_nested` withholds every
+credential in it (`agents_app.secret_formats`) before the model provider or the traces see it."""
 
 from __future__ import annotations
 
