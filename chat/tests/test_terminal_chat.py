@@ -123,3 +123,25 @@ def test_someone_elses_conversation_is_refused(user, other_user):
         chat("--user", "ghost@example.com", stdin="")
     with pytest.raises(CommandError, match="no agent"):
         chat("--user", user.email, "--agent", "nope", stdin="")
+
+
+def test_a_model_picked_on_the_command_line_answers_and_stays_with_the_conversation(user, settings):
+    from agents_app import providers
+
+    settings.AGENTS_MODELS = [
+        {"key": "quick", "provider": "scripted", "name": "scripted-quick"},
+        {"key": "careful", "provider": "scripted", "name": "scripted-careful"},
+    ]
+    providers.reset()
+    try:
+        chat("--user", user.email, "--model", "careful", stdin="Hello\n")
+        conversation = Conversation.objects.get(owner=user)
+        chat("--user", user.email, "--conversation", str(conversation.public_id), stdin="Again\n")
+        with pytest.raises(CommandError, match="no model 'gpt-9'"):
+            chat("--user", user.email, "--model", "gpt-9", stdin="")
+    finally:
+        providers.reset()
+
+    replies = Message.objects.filter(conversation=conversation, role="assistant").order_by("created_at")
+    assert [m.model for m in replies] == ["scripted-careful", "scripted-careful"]
+    assert Conversation.objects.count() == 1

@@ -48,11 +48,14 @@ class Command(BaseCommand):
         parser.add_argument("--user", required=True, help="Email or username of the user to chat as.")
         parser.add_argument("--agent", help="Agent key for a new conversation (default: assistant).")
         parser.add_argument("--conversation", help="Continue this conversation (its id, as in the page's URL).")
+        parser.add_argument("--model", help="Run on this model from now on (a key of GET /api/models).")
 
-    def handle(self, *args, user, agent, conversation, **options):
+    def handle(self, *args, user, agent, conversation, model=None, **options):
         owner = user_for_command(user)
         try:
-            providers.require_provider()
+            if model is not None:
+                providers.pickable(model)
+            providers.require_provider(model or "")
             chat = self._conversation(owner, agent_key=agent, public_id=conversation)
         except AppError as exc:
             raise CommandError(exc.message) from None
@@ -65,7 +68,7 @@ class Command(BaseCommand):
             f"Chatting with {title} as {owner.email or owner} — conversation {chat.public_id}\n"
             "Ctrl+C stops a reply; Ctrl+C again (or at the prompt) or Ctrl+D exits."
         )
-        asyncio.run(TerminalChat(out=self.stdout, stdin=stdin, user=owner, conversation=chat).run())
+        asyncio.run(TerminalChat(out=self.stdout, stdin=stdin, user=owner, conversation=chat, model=model).run())
 
 
     def _conversation(self, owner, *, agent_key: str | None, public_id: str | None) -> Conversation:
@@ -86,8 +89,9 @@ class Command(BaseCommand):
 
 
 class TerminalChat:
-    def __init__(self, *, out, stdin: TextIO, user, conversation: Conversation) -> None:
+    def __init__(self, *, out, stdin: TextIO, user, conversation: Conversation, model: str | None = None) -> None:
         self.out = out
+        self.model = model  # sent with the next message; the conversation keeps it from then on
         self.stdin = stdin
         self.user = user
         self.conversation = conversation
@@ -146,11 +150,13 @@ class TerminalChat:
     async def _send(self, content: str) -> None:
         try:
             started = await engine.start(
-                user=self.user, conversation=self.conversation, content=content, request_id=f"cli-{uuid.uuid4().hex[:12]}"
+                user=self.user, conversation=self.conversation, content=content, model=self.model,
+                request_id=f"cli-{uuid.uuid4().hex[:12]}",
             )
         except AppError as exc:
             self.write(f"! {exc.message}\n")
             return
+        self.model = None
         self.replying, self.stop_sent = str(started.run.public_id), False
         self.view.begin()
         self.follow_task = asyncio.create_task(self._follow(self.replying))
