@@ -216,17 +216,7 @@ async def schema(request: HttpRequest) -> HttpResponse:
 
 @api_view("GET")
 async def agent_list(request: HttpRequest) -> HttpResponse:
-    return JsonResponse({
-        "agents": [
-            {
-                "key": s.key,
-                "title": s.title,
-                "description": s.description,
-                "model": providers.key_for(conversation_model="", agent_model=s.model),
-            }
-            for s in available_specs(request.api_user)
-        ]
-    })
+    return JsonResponse({"agents": [wire.agent_json(spec) for spec in available_specs(request.api_user)]})
 
 
 @api_view("GET")

@@ -16,6 +16,7 @@ from config import metrics
 from usage.models import TOKEN_FIELDS
 
 if TYPE_CHECKING:
+    from agents_app.registry import AgentSpec
     from chat.models import Approval, Conversation, Feedback, Message, Run
     from config.errors import AppError
 
@@ -232,6 +233,25 @@ def run_state(run: Run, *, reply: Message | None, approvals: list[Approval]) -> 
             }
             for approval in approvals
         ],
+    }
+
+
+def agent_json(spec: AgentSpec) -> dict[str, Any]:
+    """An agent users may pick, with what it is made of: the agents it hands off to (the
+    starting one first), the tools they call and the guardrails that check them."""
+    from agents_app import providers
+
+    agents = list(spec.agents())
+    return {
+        "key": spec.key,
+        "title": spec.title,
+        "description": spec.description,
+        "model": providers.key_for(conversation_model="", agent_model=spec.model),
+        "agents": [agent.name for agent in agents],
+        "tools": sorted({getattr(tool, "name", type(tool).__name__) for agent in agents for tool in agent.tools}),
+        "guardrails": sorted({
+            guardrail.get_name() for agent in agents for guardrail in [*agent.input_guardrails, *agent.output_guardrails]
+        }),
     }
 
 

@@ -126,8 +126,13 @@ async def test_agents_lists_the_registry(api):
     agents = json.loads(response.content)["agents"]
     assert response.status_code == 200
     assert {"key": "assistant", "title": "Assistant"}.items() <= next(a for a in agents if a["key"] == "assistant").items()
-    assert all(set(a) == {"key", "title", "description", "model"} for a in agents)
+    assert all(set(a) == {"key", "title", "description", "model", "agents", "tools", "guardrails"} for a in agents)
     assert {a["model"] for a in agents} == {"default"}  # no AGENTS_MODELS: one model
+    support = next(a for a in agents if a["key"] == "support")
+    assert {"search_knowledge_base", "create_support_ticket"} <= set(support["tools"])
+    assert {"secret leak", "unbacked claim", "prompt injection"} <= set(support["guardrails"])
+    tutor = next(a for a in agents if a["key"] == "tutor")
+    assert tutor["agents"] == ["Tutor Triage", "Math Tutor", "History Tutor"]  # the triage hands off
 
 
 async def test_conversations_are_created_listed_and_read_per_user(api, user, other_user):
