@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 
@@ -53,6 +54,7 @@ _override: ResolvedModel | None = None
 DEFAULT_KEY = "default"
 PROVIDERS = ("openai", "local", "scripted")
 UNKNOWN_MODEL = "unknown_model"
+MODEL_KEY = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ def _choice(entry: object, index: int) -> ModelChoice:
     if unknown := sorted(set(entry) - known):
         raise ImproperlyConfigured(f"{where} has unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}.")
     key = entry.get("key")
-    if not isinstance(key, str) or not key or len(key) > 64 or not key.replace("-", "").replace("_", "").replace(".", "").isalnum():
+    if not isinstance(key, str) or not MODEL_KEY.fullmatch(key):
         raise ImproperlyConfigured(f"{where} needs a 'key' of letters, digits, '.', '-' and '_' (at most 64).")
     if entry.get("provider", "openai") not in PROVIDERS:
         raise ImproperlyConfigured(f"{where} ({key}): 'provider' must be one of {', '.join(PROVIDERS)}.")
@@ -152,14 +154,19 @@ def label_of(key: str) -> str:
         provider = choice.provider or provider_name()
     except ProviderNotConfigured:
         return choice.key
+    if provider == "override":
+        return _override.label
+    return _stored_name(choice, provider)
+
+
+def _stored_name(choice: ModelChoice, provider: str) -> str:
+    """The name replies of `choice` are stored with (and priced by)."""
     if provider == "openai":
         return choice.name or settings.AGENTS_MODEL or DEFAULT_OPENAI_MODEL
     if provider == "local":
         from agents_app import local
 
         return local.model_label()
-    if provider == "override":
-        return _override.label
     return choice.name or "scripted"
 
 
@@ -224,7 +231,7 @@ _resolved: dict[ModelChoice, ResolvedModel] = {}
 def _openai(choice: ModelChoice) -> ResolvedModel:
     from agents import OpenAIProvider
 
-    name = choice.name or settings.AGENTS_MODEL or DEFAULT_OPENAI_MODEL
+    name = _stored_name(choice, "openai")
     chat_completions = (choice.api or settings.AGENTS_OPENAI_API) == "chat_completions"
     client = openai_client(
         api_key=os.environ.get(choice.api_key_env, "") if choice.api_key_env else None,
@@ -240,14 +247,14 @@ def _local(choice: ModelChoice) -> ResolvedModel:
     from agents_app import local
 
     # No deadline: a request may wait in the local model's queue behind other users.
-    return ResolvedModel(guarded(local.get_model()), local.model_label(), _model_settings())
+    return ResolvedModel(guarded(local.get_model()), _stored_name(choice, "local"), _model_settings())
 
 
 def _scripted(choice: ModelChoice) -> ResolvedModel:
     from agents_app.scripted import RuleBasedModel
 
     model = RuleBasedModel(word_delay=settings.AGENTS_SCRIPTED_DELAY)
-    return ResolvedModel(guarded(model), choice.name or "scripted", _model_settings())
+    return ResolvedModel(guarded(model), _stored_name(choice, "scripted"), _model_settings())
 
 
 def require_provider(key: str = "") -> None:
