@@ -46,6 +46,7 @@ os.environ.update(
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "DATABASE_URL": f"sqlite:///{_tmp}/db.sqlite3",
         "DEBUG": "0",
+        "ALLOW_CONSOLE_EMAIL": "1",  # production mode without a mail server: the benchmark sends none
         "SECRET_KEY": secrets.token_urlsafe(50),
         "ALLOWED_HOSTS": "testserver",
         "SECURE_COOKIES": "0",
