@@ -152,17 +152,17 @@ class StreamSlot:
 
     @classmethod
     async def take(cls, *, user_id: int) -> StreamSlot:
-        return cls(user_id, await sync_to_async(ratelimits.stream_slots.take)(user_id=user_id))
+        return cls(user_id, await ratelimits.from_the_loop(ratelimits.stream_slots.take, user_id=user_id))
 
     async def keep(self) -> None:
         if time.monotonic() - self.refreshed >= ratelimits.SLOT_TTL_SECONDS / 3:
             self.refreshed = time.monotonic()
-            await sync_to_async(ratelimits.stream_slots.refresh)(user_id=self.user_id, slot=self.slot)
+            await ratelimits.from_the_loop(ratelimits.stream_slots.refresh, user_id=self.user_id, slot=self.slot)
 
     async def give_back(self) -> None:
         if self.held:
             self.held = False
-            await sync_to_async(ratelimits.stream_slots.give_back)(user_id=self.user_id, slot=self.slot)
+            await ratelimits.from_the_loop(ratelimits.stream_slots.give_back, user_id=self.user_id, slot=self.slot)
 
 
 async def sse_follow(follower: engine.RunFollower, run_id: str, *, after: int, slot: StreamSlot) -> AsyncIterator[str]:

@@ -59,7 +59,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_UNAUTHENTICATED, reason="Sign in required.")
             return
         try:
-            self.slot = await sync_to_async(ratelimits.socket_slots.take)(user_id=self.user.pk)
+            self.slot = await ratelimits.from_the_loop(ratelimits.socket_slots.take, user_id=self.user.pk)
         except AppError as exc:  # too many sockets open for this user
             await self.send_json(wire.error(exc))
             await self.close(code=CLOSE_FLOODING, reason="Too many connections.")
@@ -79,7 +79,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             self.guard.cancel()
         if self.slot is not None:
             metrics.sockets_open.dec()
-            await sync_to_async(ratelimits.socket_slots.give_back)(user_id=self.user.pk, slot=self.slot)
+            await ratelimits.from_the_loop(ratelimits.socket_slots.give_back, user_id=self.user.pk, slot=self.slot)
         groups = [conversation.group_name for conversation in self.watching.values()]
         groups += self.credential.groups if self.credential is not None else []
         groups += [self.user_group] if self.user_group is not None else []
@@ -117,7 +117,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                         return
                 if now - refreshed >= ratelimits.SLOT_TTL_SECONDS / 3:
                     refreshed = now
-                    await sync_to_async(ratelimits.socket_slots.refresh)(user_id=self.user.pk, slot=self.slot)
+                    await ratelimits.from_the_loop(ratelimits.socket_slots.refresh, user_id=self.user.pk, slot=self.slot)
 
     async def _end_dead_runs(self, run_ids: list[str]) -> None:
         for run_id in run_ids:

@@ -110,15 +110,19 @@ def check_frame(*, user_id: int) -> None:
     )
 
 
-async def acheck_frame(*, user_id: int) -> None:
-    """`check_frame` from the event loop. With Redis it is a network round trip, made in a
-    thread; in memory it takes microseconds and runs in place, which also keeps it to one
-    thread: `limits`' MemoryStorage can hand two threads two locks for a key they both use for
-    the first time, and then count one frame too many."""
+async def from_the_loop(call, /, **kwargs):
+    """A count of this module, from the event loop. With Redis it is a network round trip,
+    made in a thread; in memory it takes microseconds and runs in place: no thread hop, and
+    one thread only (`limits`' MemoryStorage can hand two threads two locks for a key they
+    both use for the first time, and then count one too many)."""
     if settings.REDIS_URL:
-        await sync_to_async(check_frame, thread_sensitive=False)(user_id=user_id)
-    else:
-        check_frame(user_id=user_id)
+        return await sync_to_async(call, thread_sensitive=False)(**kwargs)
+    return call(**kwargs)
+
+
+async def acheck_frame(*, user_id: int) -> None:
+    """`check_frame` from the event loop."""
+    await from_the_loop(check_frame, user_id=user_id)
 
 
 def flooding(*, socket: str) -> bool:
